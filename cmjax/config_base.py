@@ -1,0 +1,57 @@
+"""Shared defaults (and the schema) of every cmjax config: configs/*.py import this and change fields.
+
+Field                    Meaning
+---------------------------------------------------------------------------------------------
+seed                     root PRNG seed: init, data order, training and sampling keys derive from it
+method                   objective name (cmjax.objectives.OBJECTIVES)
+data.name                'digits' (embedded sklearn digits, 8x8x1)
+model.*                  backbone (cmjax.models.MODELS): name and constructor arguments
+param.sigma_data         data std sd in the preconditioning (0.5 for pixels in [-1, 1])
+param.sigma_min/max      boundary time eps (f(x, eps) = x) and the largest noise level T
+<method>.*               the objective's hyperparameters (e.g. ect.q, ect.stage_steps)
+optim.name               'radam' or 'adam'; lr, b1, b2, eps, warmup_steps, grad_clip (<=0 off),
+                         weight_decay (decoupled, 0 off) are honoured for both
+train.batch_size         global batch (split over all devices; must divide evenly)
+train.num_steps          optimiser steps in total (a resumed run stops here)
+train.ema_rate           EMA decay of the sampling parameters
+train.log_every          steps between TensorBoard scalar writes
+train.checkpoint_every   steps between checkpoints (one is also written at the end)
+train.keep_checkpoints   how many checkpoints to keep
+train.sample_every       steps between PNG grids of EMA samples (0: only at the end)
+eval.num_samples         samples for digits-FD (>= 1000)
+eval.batch_size          sampling batch size
+eval.t_mid               second noise level of 2-step sampling
+eval.grid_rows           the PNG grids show grid_rows x grid_rows samples
+"""
+from __future__ import annotations
+
+import ml_collections
+
+# Fields a resumed run may change (run length and reporting); all others must match
+# the checkpoint's config.
+RESUMABLE_FIELDS = ("train.num_steps", "train.log_every", "train.checkpoint_every",
+                    "train.keep_checkpoints", "train.sample_every", "eval.num_samples",
+                    "eval.batch_size", "eval.grid_rows", "eval.t_mid")
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.method = "ect"
+  c.data = ml_collections.ConfigDict(dict(name="digits"))
+  c.model = ml_collections.ConfigDict(dict(
+      name="unet", channels=32, channel_mult=(1, 2), num_res_blocks=2, dropout=0.1,
+      time_scale=1000.0, groups=8))
+  c.param = ml_collections.ConfigDict(dict(sigma_data=0.5, sigma_min=0.002, sigma_max=80.0))
+  c.ect = ml_collections.ConfigDict(dict(
+      p_mean=-1.1, p_std=2.0, q=2.0, stage_steps=25_000, k=8.0, b=1.0, c=0.0,
+      weighting="inv_dt"))
+  c.optim = ml_collections.ConfigDict(dict(
+      name="radam", lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, warmup_steps=0, grad_clip=0.0,
+      weight_decay=0.0))
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=128, num_steps=200_000, ema_rate=0.9999, log_every=50,
+      checkpoint_every=1000, keep_checkpoints=3, sample_every=0))
+  c.eval = ml_collections.ConfigDict(dict(
+      num_samples=2048, batch_size=512, t_mid=0.821, grid_rows=10))
+  return c

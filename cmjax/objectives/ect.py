@@ -1,0 +1,94 @@
+"""ECT: Easy Consistency Tuning (Geng et al., "Consistency Models Made Easy", ICLR 2025).
+
+Per example (Sec. 3, Alg. 1 of the paper; details of the authors' code noted):
+  t ~ exp(N(p_mean, p_std^2)),  r = r(t, step) (ECT mapping, `schedules.ect_mapping`),
+  z ~ N(0, I),  x_t = x + t z,  x_r = x + r z   (same z),
+  Delta = f_theta(x_t, t) - stopgrad(f_theta(x_r, r)),  both passes with the SAME
+          dropout keys (the teacher is the student itself, no EMA teacher),
+  target = x where r <= sigma_min (boundary condition f(x, eps) = x; r = 0 in the paper),
+  loss = w(t, r) * (sqrt(||Delta||^2 + c^2) - c), the norm over the whole example.
+Weighting: 'inv_dt' w = 1/(t - r) (CIFAR-10 setting, c = 0) or 'snr_plus'
+w = (t^2 + sd^2)/(t sd)^2 = 1/t^2 + 1/sd^2 (ImageNet-64 setting, c = 0.06).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+from cmjax import distances, schedules
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class ECTObjective:
+  """ECT loss with its hyperparameters (paper defaults for CIFAR-10 except stage_steps).
+
+  Attributes:
+    p_mean, p_std: lognormal t distribution (CIFAR-10: -1.1, 2.0).
+    q: curriculum ratio; stage_steps: d, steps per stage.
+    k, b: sigmoid adjustment n(t) = 1 + k sigmoid(-b t).
+    c: pseudo-Huber constant (0 = plain L2 norm).
+    weighting: 'inv_dt' or 'snr_plus'.
+    sigma_data: sd, used by 'snr_plus'.
+    sigma_min, sigma_max: t is clipped to [sigma_min, sigma_max], the domain of f.
+  """
+  p_mean: float = -1.1
+  p_std: float = 2.0
+  q: float = 2.0
+  stage_steps: int = 25_000
+  k: float = 8.0
+  b: float = 1.0
+  c: float = 0.0
+  weighting: str = "inv_dt"
+  sigma_data: float = 0.5
+  sigma_min: float = 0.002
+  sigma_max: float = 80.0
+
+  def __post_init__(self):
+    if self.weighting not in ("inv_dt", "snr_plus"):
+      raise ValueError(f"unknown ECT weighting {self.weighting!r}; known: 'inv_dt', 'snr_plus'")
+
+  def decay(self, step: Array) -> Array:
+    """1 / q^(stage + 1) at `step` (an optax schedule of the step)."""
+    return schedules.ect_decay_schedule(self.q, self.stage_steps)(step)
+
+  def __call__(self, model_fn, params, x: Array, keys: Array, step: Array):
+    """Per-example ECT loss.
+
+    Args:
+      model_fn: f(params, x (B,H,W,C), t (B,), dropout_keys (B,) | None) -> (B,H,W,C).
+      params: parameters of f (gradients flow into the student pass only).
+      x: clean images (B, H, W, C).
+      keys: (B,) per-example PRNG keys (see `train_step`): they fix t, z and the
+        dropout mask of each example whatever the batch split.
+      step: the optimiser step (scalar int), drives the curriculum.
+    Returns:
+      (loss (B,), metrics dict of (B,) arrays).
+    """
+    split = jax.vmap(lambda k: jax.random.split(k, 3))(keys)
+    t_keys, z_keys, drop_keys = split[:, 0], split[:, 1], split[:, 2]
+    t = jax.vmap(lambda k: schedules.lognormal_noise_levels(k, (), self.p_mean, self.p_std))(t_keys)
+    t = jnp.clip(t, self.sigma_min, self.sigma_max)
+    r = schedules.ect_mapping(t, self.decay(step), self.k, self.b)
+    z = jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], x.dtype))(z_keys)
+    bc = lambda v: v.reshape((-1,) + (1,) * (x.ndim - 1))
+    x_t = x + bc(t) * z
+    at_boundary = r <= self.sigma_min
+    r_eval = jnp.maximum(r, self.sigma_min)   # f is defined for r >= sigma_min only
+    x_r = x + bc(r_eval) * z
+
+    f_t = model_fn(params, x_t, t, drop_keys)
+    f_r = jax.lax.stop_gradient(model_fn(params, x_r, r_eval, drop_keys))
+    target = jnp.where(bc(at_boundary), x, f_r)
+
+    dist = distances.pseudo_huber(f_t, target, self.c)
+    if self.weighting == "inv_dt":
+      w = 1.0 / (t - r)
+    else:
+      w = 1.0 / t**2 + 1.0 / self.sigma_data**2
+    loss = w * dist
+    metrics = {"t": t, "r": r, "distance": dist, "at_boundary": at_boundary.astype(jnp.float32)}
+    return loss, metrics

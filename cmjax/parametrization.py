@@ -1,0 +1,115 @@
+"""Preconditioning: how a backbone network F becomes a denoiser or a consistency function.
+
+The backbone knows nothing of noise levels: it maps (scaled input, c_noise) to an
+output of the input's shape. The wrappers here add the skip connection and scalings.
+
+* EDM (Karras et al. 2022, Table 1 / Eq. 7):
+    D(x; s) = c_skip(s) x + c_out(s) F(c_in(s) x; c_noise(s)),
+    c_skip = sd^2/(s^2+sd^2), c_out = s sd/sqrt(s^2+sd^2), c_in = 1/sqrt(s^2+sd^2),
+    c_noise = ln(s)/4.
+* Consistency models (Song et al. 2023, Appendix C, Eq. for c_skip/c_out):
+    f(x, t) = c_skip(t) x + c_out(t) F(c_in(t) x; c_noise(t)),
+    c_skip = sd^2/((t-eps)^2+sd^2), c_out = sd (t-eps)/sqrt(t^2+sd^2),
+  so that f(x, eps) = x exactly (the boundary condition): c_skip(eps) = 1 and
+  c_out(eps) = 0 in floating point, not just approximately.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+def _bcast(t: Array, x: Array) -> Array:
+  """(B,) -> (B, 1, ..., 1) to broadcast against x of shape (B, ...)."""
+  return jnp.reshape(t, t.shape + (1,) * (x.ndim - t.ndim))
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsistencyPreconditioner:
+  """CM preconditioning with the exact boundary condition f(x, sigma_min) = x.
+
+  Attributes:
+    sigma_data: data standard deviation sd (0.5 for pixels in [-1, 1]).
+    sigma_min: the boundary time eps (0.002 in the CM paper).
+  """
+  sigma_data: float = 0.5
+  sigma_min: float = 0.002
+
+  def coefficients(self, t: Array):
+    """Returns (c_skip, c_out, c_in, c_noise), each shaped like t (any shape)."""
+    sd, eps = self.sigma_data, self.sigma_min
+    c_skip = sd**2 / ((t - eps) ** 2 + sd**2)
+    c_out = sd * (t - eps) / jnp.sqrt(t**2 + sd**2)
+    c_in = 1.0 / jnp.sqrt(t**2 + sd**2)
+    c_noise = 0.25 * jnp.log(t)
+    return c_skip, c_out, c_in, c_noise
+
+  def __call__(self, net: Callable[[Array, Array], Array], x: Array, t: Array) -> Array:
+    """f(x, t) = c_skip x + c_out F(c_in x, c_noise).
+
+    Args:
+      net: backbone, (x_in (B, H, W, C), c_noise (B,)) -> (B, H, W, C).
+      x: noisy input (B, H, W, C).
+      t: noise levels (B,), t >= sigma_min.
+    """
+    c_skip, c_out, c_in, c_noise = self.coefficients(t)
+    out = net(x * _bcast(c_in, x), c_noise)
+    return _bcast(c_skip, x) * x + _bcast(c_out, x) * out.astype(x.dtype)
+
+
+@dataclasses.dataclass(frozen=True)
+class EDMPreconditioner:
+  """EDM denoiser preconditioning D(x; s) (Karras et al. 2022, Table 1)."""
+  sigma_data: float = 0.5
+
+  def coefficients(self, s: Array):
+    sd = self.sigma_data
+    c_skip = sd**2 / (s**2 + sd**2)
+    c_out = s * sd / jnp.sqrt(s**2 + sd**2)
+    c_in = 1.0 / jnp.sqrt(s**2 + sd**2)
+    c_noise = 0.25 * jnp.log(s)
+    return c_skip, c_out, c_in, c_noise
+
+  def __call__(self, net, x: Array, s: Array) -> Array:
+    c_skip, c_out, c_in, c_noise = self.coefficients(s)
+    out = net(x * _bcast(c_in, x), c_noise)
+    return _bcast(c_skip, x) * x + _bcast(c_out, x) * out.astype(x.dtype)
+
+
+def make_model_fn(model, precond) -> Callable:
+  """Builds the function every objective and sampler calls.
+
+  Returns `fn(params, x, t, dropout_keys=None) -> (B, H, W, C)`:
+    params: the backbone's parameters (the 'params' collection).
+    x: (B, H, W, C) noisy images; t: (B,) noise levels.
+    dropout_keys: None for deterministic evaluation, or a (B,) array of PRNG keys,
+      one per example. In training the backbone is vmapped over examples so each
+      example's dropout mask depends only on its own key. This is what makes a
+      step on a global batch give the same result however the batch is split
+      over devices (jit+sharding, pmap, several hosts), and lets a student and a
+      teacher pass share masks by passing the same keys.
+  """
+
+  def net_eval(params):
+    def net(x_in, c_noise):
+      return model.apply({"params": params}, x_in, c_noise, train=False)
+    return net
+
+  def fn(params, x: Array, t: Array, dropout_keys: Optional[Array] = None) -> Array:
+    if dropout_keys is None:
+      return precond(net_eval(params), x, t)
+
+    def one(xi, ti, ki):
+      def net(x_in, c_noise):
+        return model.apply({"params": params}, x_in, c_noise, train=True,
+                           rngs={"dropout": ki})
+      return precond(net, xi[None], ti[None])[0]
+
+    return jax.vmap(one)(x, t, dropout_keys)
+
+  return fn

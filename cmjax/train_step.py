@@ -1,0 +1,73 @@
+"""The pure train step: `step(state, batch, key) -> (state, metrics)`."""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from cmjax.train_state import TrainState
+
+
+def example_keys(key: jax.Array, step: jax.Array, batch_size: int,
+                 axis_name: Optional[str] = None) -> jax.Array:
+  """Per-example keys fold_in(fold_in(key, step), global_index) -> (batch_size,) keys.
+
+  `batch_size` is the (per-device under pmap) batch size. Under `pmap` the global
+  index of example i on device d is d * batch_size + i, so every example gets the
+  same key however the global batch is split over devices or hosts.
+  """
+  step_key = jax.random.fold_in(key, step)
+  index = jnp.arange(batch_size)
+  if axis_name is not None:
+    index = index + jax.lax.axis_index(axis_name) * batch_size
+  return jax.vmap(jax.random.fold_in, (None, 0))(step_key, index)
+
+
+def make_train_step(model_fn: Callable, objective: Callable, optimizer: optax.GradientTransformation,
+                    ema_rate: float, axis_name: Optional[str] = None,
+                    lr_schedule: Optional[optax.Schedule] = None) -> Callable:
+  """Builds `train_step(state, batch, key) -> (state, metrics)`.
+
+  Args:
+    model_fn: f(params, x, t, dropout_keys) (see `parametrization.make_model_fn`).
+    objective: per-example loss (see `cmjax.objectives`).
+    optimizer: optax transformation.
+    ema_rate: EMA decay mu; ema <- mu ema + (1 - mu) params after each update.
+    axis_name: None for `jax.jit` (the batch may be sharded over a mesh; XLA inserts
+      the all-reduce), or the mapped axis name for `jax.pmap`, in which case the
+      gradients and metrics are averaged with `lax.pmean` over that axis.
+    lr_schedule: optional, only to report the learning rate in the metrics.
+
+  The step computes keys = fold_in(key, state.step) per step and one key per example
+  (`example_keys`), so `key` is the run's constant training key and a resumed run
+  continues bit-identically. batch: {'image': (B, H, W, C) float32}.
+  Metrics: scalar means over the global batch ('loss', 'grad_norm', 'lr' and the
+  objective's own terms).
+  """
+
+  def train_step(state: TrainState, batch, key):
+    x = batch["image"]
+    keys = example_keys(key, state.step, x.shape[0], axis_name)
+
+    def loss_fn(params):
+      per_example, terms = objective(model_fn, params, x, keys, state.step)
+      return jnp.mean(per_example), terms
+
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    metrics = {"loss": loss, **{k: jnp.mean(v) for k, v in terms.items()}}
+    if axis_name is not None:
+      grads = jax.lax.pmean(grads, axis_name)
+      metrics = jax.lax.pmean(metrics, axis_name)
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    if lr_schedule is not None:
+      metrics["lr"] = lr_schedule(state.step)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    ema = jax.tree.map(lambda e, p: ema_rate * e + (1.0 - ema_rate) * p, state.ema_params, params)
+    new_state = state.replace(step=state.step + 1, params=params, ema_params=ema,
+                              opt_state=opt_state)
+    return new_state, metrics
+
+  return train_step

@@ -1,0 +1,224 @@
+"""`train_and_evaluate(config, workdir)`: the training loop behind `launch.py`.
+
+Resumes from WORKDIR/checkpoints when one exists, writes TensorBoard scalars,
+PNG grids of EMA samples and WORKDIR/summary.json.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from cmjax import checkpointing, config_base, parallel, sampling
+from cmjax.config_validation import (ConfigError, check_resume_compatible, config_to_json_dict,
+                                     validate_config)
+from cmjax.data import IMAGE_SHAPES, build_source
+from cmjax.images import save_grid
+from cmjax.models import build_model
+from cmjax.objectives import build_objective
+from cmjax.parametrization import ConsistencyPreconditioner, make_model_fn
+from cmjax.run_logging import ScalarWriter, write_json_atomic
+from cmjax.schedules import warmup_constant_lr
+from cmjax.train_state import build_optimizer, init_train_state
+from cmjax.train_step import make_train_step
+
+log = logging.getLogger("cmjax")
+
+# Named PRNG streams derived from config.seed.
+STREAMS = {"init": 0, "train": 1, "sample": 2}
+
+
+def stream_key(seed: int, name: str) -> jax.Array:
+  """fold_in(key(seed), STREAMS[name]): independent keys for init, training and sampling."""
+  return jax.random.fold_in(jax.random.key(seed), STREAMS[name])
+
+
+class Run:
+  """Everything built from a config: model, objective, optimiser, mesh, jitted functions."""
+
+  def __init__(self, config):
+    validate_config(config, jax.device_count())
+    self.config = config
+    self.mesh = parallel.make_data_mesh()
+    self.image_shape = IMAGE_SHAPES[config.data.name]
+    self.model = build_model(config.model)
+    self.precond = ConsistencyPreconditioner(config.param.sigma_data, config.param.sigma_min)
+    self.model_fn = make_model_fn(self.model, self.precond)
+    self.objective = build_objective(config)
+    self.optimizer = build_optimizer(config.optim)
+    self.lr_schedule = warmup_constant_lr(config.optim.lr, config.optim.warmup_steps)
+    init = lambda key: init_train_state(self.model, self.optimizer, key, self.image_shape)
+    self.abstract_state = jax.eval_shape(init, stream_key(config.seed, "init"))
+    rep = parallel.replicated(self.mesh)
+    self.state_sharding = jax.tree.map(lambda _: rep, self.abstract_state)
+    self.batch_sharding = {"image": parallel.batch_sharding(self.mesh)}
+    self._init = jax.jit(init, out_shardings=self.state_sharding)
+    step = make_train_step(self.model_fn, self.objective, self.optimizer, config.train.ema_rate,
+                           lr_schedule=self.lr_schedule)
+    self.train_step = jax.jit(step, in_shardings=(self.state_sharding, self.batch_sharding, rep),
+                              out_shardings=(self.state_sharding, rep), donate_argnums=0)
+
+  def init_state(self):
+    return self._init(stream_key(self.config.seed, "init"))
+
+  def compile_train_step(self):
+    """AOT-compiles the train step; returns (compiled, seconds)."""
+    b = self.config.train.batch_size
+    batch = {"image": jax.ShapeDtypeStruct((b,) + self.image_shape, jnp.float32,
+                                           sharding=self.batch_sharding["image"])}
+    state = checkpointing.abstract_with_shardings(self.abstract_state, self.state_sharding)
+    key = jax.ShapeDtypeStruct((), jax.random.key(0).dtype, sharding=parallel.replicated(self.mesh))
+    t0 = time.perf_counter()
+    compiled = self.train_step.lower(state, batch, key).compile()
+    return compiled, time.perf_counter() - t0
+
+  def generate(self, params, num: int, sigmas, seed_offset: int = 0) -> np.ndarray:
+    """`num` samples (num, H, W, C) from `params` with noise levels `sigmas`, on the mesh."""
+    bs = self.config.eval.batch_size
+    key = jax.random.fold_in(stream_key(self.config.seed, "sample"), seed_offset)
+    z_key, renoise_key = jax.random.split(key)
+    fn = jax.jit(lambda p, z, k: sampling.multistep_sample(
+        self.model_fn, p, z, tuple(sigmas), k, self.config.param.sigma_min),
+        in_shardings=(None, parallel.batch_sharding(self.mesh), None),
+        out_shardings=parallel.batch_sharding(self.mesh))
+    out = []
+    for start in range(0, num, bs):
+      z = sampling.sample_noise(z_key, bs, self.image_shape, start)
+      out.append(np.asarray(fn(params, z, jax.random.fold_in(renoise_key, start))))
+    return np.concatenate(out)[:num]
+
+
+def _sample_grids(run: Run, params, workdir: str, tag: str) -> dict:
+  c = run.config
+  n = c.eval.grid_rows ** 2
+  paths = {}
+  for name, sigmas in (("1step", [c.param.sigma_max]), ("2step", [c.param.sigma_max, c.eval.t_mid])):
+    imgs = run.generate(params, n, sigmas)
+    paths[name] = save_grid(imgs, os.path.join(workdir, "samples", f"{tag}_{name}.png"), c.eval.grid_rows)
+  return paths
+
+
+def evaluate(run: Run, params, workdir: str) -> dict:
+  """digits-FD of 1-step and 2-step EMA samples and the real-vs-real floor, plus final grids."""
+  from cmjax.evaluation import digits_fd, digits_fd_data_floor
+
+  c = run.config
+  out = {}
+  for name, sigmas in (("1step", [c.param.sigma_max]), ("2step", [c.param.sigma_max, c.eval.t_mid])):
+    imgs = run.generate(params, c.eval.num_samples, sigmas)
+    out[f"fd_digits_{name}"] = float(digits_fd(imgs))
+    save_grid(imgs, os.path.join(workdir, f"samples_{name}.png"), c.eval.grid_rows)
+  out["fd_digits_data"] = float(digits_fd_data_floor())
+  out["fd_num_samples"] = int(c.eval.num_samples)
+  out["t_mid"] = float(c.eval.t_mid)
+  return out
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains (or resumes) the run in `workdir`, then evaluates; returns the summary dict."""
+  workdir = os.path.abspath(workdir)
+  run = Run(config)  # validates the config before anything is compiled
+  is_main = jax.process_index() == 0
+  cfg_json = config_to_json_dict(config)
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                    max_to_keep=config.train.keep_checkpoints)
+  latest = ckpt.latest_step()
+  if latest is not None:
+    check_resume_compatible(ckpt.read_config(latest), config, workdir, config_base.RESUMABLE_FIELDS)
+  summary_path = os.path.join(workdir, "summary.json")
+  num_steps = config.train.num_steps
+  if latest is not None and latest >= num_steps and os.path.exists(summary_path):
+    print(f"cmjax: training in {workdir} is already complete ({latest} steps); nothing to do.")
+    ckpt.close()
+    import json
+    with open(summary_path) as f:
+      return json.load(f)
+
+  os.makedirs(workdir, exist_ok=True)
+  if is_main:
+    write_json_atomic(os.path.join(workdir, "config.json"), cfg_json)
+  if latest is not None:
+    target = checkpointing.abstract_with_shardings(run.abstract_state, run.state_sharding)
+    state, meta = ckpt.restore(latest, target)
+    print(f"cmjax: resumed from {ckpt.directory} at step {latest}")
+  else:
+    state, meta = run.init_state(), {"train_seconds": 0.0}
+  start = int(state.step)
+
+  source = build_source(config, jax.process_index(), jax.process_count())
+  writer = ScalarWriter(workdir, enabled=is_main)
+  train_key = jax.device_put(stream_key(config.seed, "train"), parallel.replicated(run.mesh))
+  prior_seconds = float(meta.get("train_seconds", 0.0))  # from earlier (resumed) launches
+  t_loop = time.perf_counter()
+  elapsed = lambda: prior_seconds + (time.perf_counter() - t_loop)
+  compile_seconds = 0.0
+  bsz = config.train.batch_size
+
+  if start < num_steps:
+    step_fn, compile_seconds = run.compile_train_step()
+    print(f"cmjax: train step compiled in {compile_seconds:.1f}s; "
+          f"{jax.device_count()} device(s), global batch {bsz}")
+    pbar = tqdm(total=num_steps, initial=start, desc="train", disable=not is_main,
+                dynamic_ncols=True, mininterval=1.0)
+    live = {"img_s": "-"}  # shown in the progress bar next to the loss
+    pending = None  # metrics are fetched one step late, so logging never stalls the device
+    t_loop = time.perf_counter()
+    t_last, n_last = t_loop, start
+    for step in range(start, num_steps):
+      batch = parallel.global_batch(source.batch(step), run.mesh)
+      state, metrics = step_fn(state, batch, train_key)
+      if pending is not None:
+        _report(*pending, writer, pbar, live, config, ckpt)
+      pending = (step + 1, metrics)
+      done = step + 1
+      pbar.update(1)
+      if done % config.train.log_every == 0:
+        now = time.perf_counter()
+        ips = (done - n_last) * bsz / max(now - t_last, 1e-9)
+        t_last, n_last = now, done
+        live["img_s"] = f"{ips:.0f}"
+        writer.scalars(done, {"perf/img_per_sec": ips})
+      if done % config.train.checkpoint_every == 0 or done == num_steps:
+        ckpt.save(done, state, cfg_json, {"train_seconds": elapsed(), "images_seen": done * bsz,
+                                          "data_position": done})
+      if config.train.sample_every and done % config.train.sample_every == 0 and is_main:
+        _sample_grids(run, state.ema_params, workdir, f"step{done:07d}")
+    _report(*pending, writer, pbar, live, config, ckpt)
+    pbar.close()
+  train_seconds = elapsed() if start < num_steps else prior_seconds
+  ckpt.wait()
+
+  result = evaluate(run, state.ema_params, workdir)
+  final_step = int(state.step)
+  summary = {
+      "steps": final_step,
+      "images_seen": final_step * bsz,
+      "train_seconds": round(train_seconds, 2),
+      "compile_seconds": round(compile_seconds, 2),
+      "method": config.method,
+      "devices": jax.device_count(),
+      **result,
+  }
+  if is_main:
+    write_json_atomic(summary_path, summary)
+    print("cmjax: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
+  writer.close()
+  ckpt.close()
+  return summary
+
+
+def _report(done: int, metrics, writer, pbar, live: dict, config, ckpt) -> None:
+  """Logs the metrics of the step that ended at `done`; stops the run on a non-finite loss."""
+  values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  if not math.isfinite(values["loss"]):
+    raise FloatingPointError(f"non-finite loss {values['loss']} at step {done - 1}; "
+                             f"last checkpoint: step {ckpt.latest_step()}")
+  if done % config.train.log_every == 0 or done == config.train.num_steps:
+    writer.scalars(done, {f"train/{k}": v for k, v in values.items()})
+    pbar.set_postfix(loss=f"{values['loss']:.4f}", **live, refresh=False)

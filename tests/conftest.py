@@ -1,0 +1,24 @@
+"""Test setup: 8 simulated CPU devices, fast-compiling XLA, persistent compilation cache.
+
+Environment variables must be set before jax is imported anywhere.
+"""
+import os
+import sys
+
+_flags = os.environ.get("XLA_FLAGS", "")
+if "xla_force_host_platform_device_count" not in _flags:
+  _flags += " --xla_force_host_platform_device_count=8"
+if "xla_backend_optimization_level" not in _flags:
+  _flags += " --xla_backend_optimization_level=0"  # tests check numbers, not speed: compile faster
+os.environ["XLA_FLAGS"] = _flags.strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)  # launch.py and configs/ live at the repo root
+
+import jax  # noqa: E402
+
+jax.config.update("jax_compilation_cache_dir",
+                  os.environ.get("CMJAX_TEST_CACHE", os.path.join(ROOT, ".jax_cache")))
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)

@@ -1,0 +1,67 @@
+"""Schedules and distances against numbers computed by hand from the papers' formulas."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from cmjax import distances, schedules
+
+
+@pytest.mark.parametrize("step,expected", [
+    (0, 0.5), (99, 0.5), (100, 0.25), (199, 0.25), (250, 0.125), (1000, 2.0**-11)])
+def test_ect_decay_schedule(step, expected):
+  # 1 / q^(floor(step/d) + 1), q = 2, d = 100
+  assert float(schedules.ect_decay_schedule(2.0, 100)(step)) == pytest.approx(expected, rel=1e-7)
+
+
+def test_ect_mapping_hand_values():
+  # n(t) = 1 + 8 sigmoid(-t); r = max(0, t (1 - n(t) decay))
+  # t = 1:  sigmoid(-1) = 0.2689414214, n = 3.1515313709
+  # t = 10: sigmoid(-10) = 4.5397868702e-5, n = 1.0003631829
+  sched = schedules.ect_decay_schedule(2.0, 100)
+  t = jnp.array([1.0, 10.0])
+  r0 = schedules.ect_mapping(t, sched(0))      # decay 1/2
+  np.testing.assert_allclose(np.asarray(r0), [0.0, 10 * (1 - 0.5 * 1.0003631829)], rtol=1e-6)
+  r2 = schedules.ect_mapping(t, sched(250))    # decay 1/8
+  np.testing.assert_allclose(np.asarray(r2), [1 - 3.1515313709 / 8, 10 * (1 - 1.0003631829 / 8)],
+                             rtol=1e-6)
+  # q = 4, stage 1 (decay 1/16), k = 4, b = 2 at t = 0.5: sigmoid(-1) again, n = 2.0757656856
+  r = schedules.ect_mapping(jnp.float32(0.5), schedules.ect_decay_schedule(4.0, 10)(15), k=4.0, b=2.0)
+  assert float(r) == pytest.approx(0.5 * (1 - 2.0757656856 / 16), rel=1e-6)
+
+
+def test_ect_mapping_properties():
+  t = jnp.exp(jnp.linspace(-6, 4.4, 200))
+  for step in (0, 500, 5000):
+    r = schedules.ect_mapping(t, schedules.ect_decay_schedule(2.0, 500)(step))
+    assert bool(jnp.all(r >= 0)) and bool(jnp.all(r < t))
+  r_late = schedules.ect_mapping(t, schedules.ect_decay_schedule(2.0, 500)(10_000))
+  assert float(jnp.max(1 - r_late[t > 1] / t[t > 1])) < 1e-3  # late stages: r -> t
+
+
+def test_lognormal_moments():
+  t = schedules.lognormal_noise_levels(jax.random.key(0), (200_000,), -1.1, 2.0)
+  lt = np.log(np.asarray(t))
+  assert abs(lt.mean() + 1.1) < 0.02 and abs(lt.std() - 2.0) < 0.02
+
+
+def test_warmup_lr():
+  s = schedules.warmup_constant_lr(1e-3, 100)
+  assert float(s(0)) == 0.0 and float(s(50)) == pytest.approx(5e-4) and float(s(500)) == pytest.approx(1e-3)
+
+
+def test_pseudo_huber_whole_vector_not_per_pixel():
+  a = jnp.ones((2, 4, 4, 1)) * jnp.array([1.0, 2.0])[:, None, None, None]
+  b = jnp.zeros_like(a)
+  c = 0.5
+  # whole vector: sqrt(16 * v^2 + c^2) - c ; per pixel would be 16 * (sqrt(v^2 + c^2) - c)
+  expected = [np.sqrt(16 * 1 + 0.25) - 0.5, np.sqrt(16 * 4 + 0.25) - 0.5]
+  np.testing.assert_allclose(np.asarray(distances.pseudo_huber(a, b, c)), expected, rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(distances.pseudo_huber(a, b, 0.0)), [4.0, 8.0], rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(distances.l2(a, b)), [4.0, 8.0], rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(distances.l1(a, b)), [16.0, 32.0], rtol=1e-6)
+
+
+def test_l2_gradient_finite_at_zero():
+  g = jax.grad(lambda a: distances.l2(a, jnp.zeros_like(a)).sum())(jnp.zeros((1, 3)))
+  assert bool(jnp.all(jnp.isfinite(g)))
