@@ -9,16 +9,35 @@ one line `cmjax: error: ...` and exit code 2, before anything is compiled.
 """
 from __future__ import annotations
 
+import ast
 import os
+import re
 import sys
 
 from absl import flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:variant]).",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, samples, summary.json.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train"], "What to do (train includes the final evaluation).")
+
+
+def _parse(argv: list[str]):
+  """Parses argv with fresh flag values (so main() can be called repeatedly in one process)."""
+  fv = flags.FlagValues()
+  saved_argv, sys.argv = sys.argv, list(argv)  # config_flags reads sys.argv to define overrides
+  try:
+    return _define_and_parse(fv, argv)
+  finally:
+    sys.argv = saved_argv
+
+
+def _define_and_parse(fv, argv):
+  config = config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py[:variant]).",
+                                           flag_values=fv, lock_config=True)
+  workdir = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, samples, "
+                                "summary.json.", flag_values=fv)
+  flags.DEFINE_enum("mode", "train", ["train"], "What to do (train ends with the evaluation).",
+                    flag_values=fv)
+  fv(argv)
+  return config.value, workdir.value
 
 
 def _fail(msg: str) -> int:
@@ -26,25 +45,49 @@ def _fail(msg: str) -> int:
   return 2
 
 
+def _last_line(e: BaseException) -> str:
+  """One line from an exception's message (config_flags wraps and repr()s the cause)."""
+  text = str(e).strip()
+  while text[:1] in ("'", '"'):  # a repr()'d message, possibly nested
+    try:
+      text = str(ast.literal_eval(text)).strip()
+    except (ValueError, SyntaxError):
+      break
+  lines = [l.strip() for l in text.splitlines() if l.strip()]
+  if not lines:
+    return type(e).__name__
+  if "Did you mean" in lines[-1] and len(lines) > 1:  # "'key'" then "Did you mean ...?"
+    return " ".join(lines[-2:])
+  return re.sub(r"^[A-Za-z]*Error: ", "", lines[-1])
+
+
 def main(argv: list[str]) -> int:
   """Parses flags from argv (argv[0] is the program name) and runs; returns the exit code."""
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # configs/ import their base
   try:
-    flags.FLAGS(argv)
-  except (flags.Error, KeyError, AttributeError, ValueError, TypeError, FileNotFoundError) as e:
-    return _fail(str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__)
-  finally:
-    pass
-  if _CONFIG.value is None:
+    config, workdir = _parse(argv)
+    if config is not None:
+      config.to_dict()  # a config file that failed to load raises here
+  except OSError as e:
+    return _fail(f"cannot load the config file: {_last_line(e)}")
+  except Exception as e:  # flags errors, unknown override keys, a bad variant or value
+    msg = _last_line(e)
+    unknown = re.search(r"Unknown command line flag 'config\.([^']+)'", msg)
+    if unknown:
+      msg = f"unknown config key '{unknown.group(1)}'"
+    elif "Did you mean" in msg or isinstance(e, KeyError):
+      msg = "unknown config key " + msg
+    return _fail(msg)
+  if config is None:
     return _fail("--config is required, e.g. --config configs/digits_ect.py")
-  if not _WORKDIR.value:
+  if not workdir:
     return _fail("--workdir is required")
 
   from cmjax.config_validation import ConfigError
   from cmjax.trainer import train_and_evaluate
 
   try:
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    train_and_evaluate(config, workdir)
   except ConfigError as e:
     return _fail(str(e))
   return 0
