@@ -11,9 +11,15 @@ from cmjax import checkpointing
 from cmjax.trainer import Run
 
 SMOKE = ["launch.py", "--config", "configs/digits_ect.py:smoke"]
+# Every jit compilation lowers to MLIR first (also on a persistent-cache hit); tracing alone
+# (jax.eval_shape of the state) is not compiling.
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration",
+                   "/jax/compilation_cache/compile_requests_use_cache")
 _compiles = []
-jax.monitoring.register_event_duration_secs_listener(
-    lambda name, *a, **k: _compiles.append(name) if "compile" in name or "trace" in name else None)
+_record = lambda name, *a, **k: _compiles.append(name) if name in _COMPILE_EVENTS else None
+jax.monitoring.register_event_duration_secs_listener(_record)
+jax.monitoring.register_event_listener(_record)
 
 
 def _launch(workdir, *extra):
@@ -36,7 +42,9 @@ def _restore(workdir, config_overrides):
 def test_train_resume_complete_and_refuse_other_config(tmp_path, capsys):
   a, b = tmp_path / "a", tmp_path / "b"
   # Run A: 2 steps, stop; then the same command with 4 steps resumes to 4.
+  _compiles.clear()
   assert _launch(a, "--config.train.num_steps=2") == 0
+  assert _compiles, "the compile detector must see the first run's compilations"
   s2 = json.load(open(a / "summary.json"))
   assert s2["steps"] == 2
   assert _launch(a, "--config.train.num_steps=4") == 0
