@@ -77,6 +77,7 @@ def validate_config(config, num_devices: int) -> None:
     e = config.ect
     need(e.q > 1, f"ect.q must be > 1, got {e.q}")
     need(e.stage_steps > 0, f"ect.stage_steps must be positive, got {e.stage_steps}")
+    need(e.initial_exponent >= 0, f"ect.initial_exponent must be >= 0, got {e.initial_exponent}")
     need(e.c >= 0, f"ect.c must be >= 0, got {e.c}")
     need(e.weighting in ("inv_dt", "snr_plus"), f"unknown ect.weighting {e.weighting!r}")
 

@@ -10,7 +10,7 @@ Array = jax.Array
 
 
 def multistep_sample(model_fn, params, z: Array, sigmas: Sequence[float], key: Array | None = None,
-                     sigma_min: float = 0.002, renoise: str = "cm") -> Array:
+                     sigma_min: float = 0.002, renoise: str = "cm", first_index=0) -> Array:
   """One- or multi-step consistency sampling.
 
   x = f(sigmas[0] z, sigmas[0]); then for each tau in sigmas[1:]:
@@ -24,8 +24,9 @@ def multistep_sample(model_fn, params, z: Array, sigmas: Sequence[float], key: A
     z: (B, H, W, C) standard normal noise for the first step.
     sigmas: decreasing noise levels; sigmas[0] = sigma_max (80) for the first step.
     key: PRNG key for the re-noising of later steps (needed if len(sigmas) > 1).
-      Noise of example i at step j comes from fold_in(fold_in(key, j), i), so a
-      sample does not depend on the batch it is drawn in.
+      Noise of example i at step j comes from fold_in(fold_in(key, j), first_index + i),
+      so a sample does not depend on the batch it is drawn in.
+    first_index: global index of z[0] (int or traced int), for drawing in chunks.
   Returns:
     (B, H, W, C) samples (not clipped).
   """
@@ -39,7 +40,7 @@ def multistep_sample(model_fn, params, z: Array, sigmas: Sequence[float], key: A
   for j, tau in enumerate(sigmas[1:], start=1):
     step_key = jax.random.fold_in(key, j)
     noise = jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(step_key, i), z.shape[1:],
-                                                 z.dtype))(jnp.arange(b))
+                                                 z.dtype))(first_index + jnp.arange(b))
     std = (tau**2 - sigma_min**2) ** 0.5 if renoise == "cm" else tau
     x = model_fn(params, x + std * noise, jnp.full((b,), tau, z.dtype))
   return x

@@ -26,19 +26,21 @@ def ect_stage(step: Array, stage_steps: int) -> Array:
   return jnp.asarray(step, jnp.int32) // stage_steps
 
 
-def ect_decay_schedule(q: float, stage_steps: int) -> optax.Schedule:
-  """The ECT curriculum as an optax schedule: step -> 1 / q^(floor(step / d) + 1).
+def ect_decay_schedule(q: float, stage_steps: int, initial_exponent: int = 1) -> optax.Schedule:
+  """The ECT curriculum as an optax schedule: step -> 1 / q^(floor(step / d) + a0).
 
   ECT (Geng et al. 2024, Sec. 3.2, "mapping function") writes the exponent as
   a = ceil(iters / d); the authors' code uses stage = floor(iters / d) and
-  q^(stage + 1). The two agree except exactly at multiples of d; we follow the
-  code, whose schedule produced the published numbers.
+  q^(stage + 1), i.e. a0 = 1. The two agree except exactly at multiples of d; the
+  default follows the code, whose schedule produced the published numbers.
+  a0 = 0 makes the first stage pure denoising (decay 1, so r = 0 for every t):
+  the natural start when training from scratch instead of from a diffusion model.
   """
   q = float(q)
 
   def schedule(step):
     stage = ect_stage(step, stage_steps)
-    return jnp.power(jnp.float32(q), -(stage + 1).astype(jnp.float32))
+    return jnp.power(jnp.float32(q), -(stage + initial_exponent).astype(jnp.float32))
 
   return schedule
 
@@ -57,6 +59,18 @@ def ect_mapping(t: Array, decay: Array, k: float = 8.0, b: float = 1.0) -> Array
   """
   n = 1.0 + k * jax.nn.sigmoid(-b * t)
   return jnp.maximum(t * (1.0 - decay * n), 0.0)
+
+
+def ema_decay_schedule(rate: float, warmup: bool = False) -> optax.Schedule:
+  """EMA decay of the sampling parameters as a schedule of the step.
+
+  warmup=False: the constant `rate`. warmup=True: min(rate, (1 + step) / (10 + step)),
+  the usual warm-up of an EMA that starts from random parameters (it would otherwise
+  keep a weight rate^step on the initialisation: 0.37 after 1,000 steps at 0.999).
+  """
+  if not warmup:
+    return optax.constant_schedule(rate)
+  return lambda step: jnp.minimum(rate, (1.0 + step) / (10.0 + step))
 
 
 def warmup_constant_lr(lr: float, warmup_steps: int) -> optax.Schedule:

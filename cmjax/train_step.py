@@ -26,7 +26,7 @@ def example_keys(key: jax.Array, step: jax.Array, batch_size: int,
 
 
 def make_train_step(model_fn: Callable, objective: Callable, optimizer: optax.GradientTransformation,
-                    ema_rate: float, axis_name: Optional[str] = None,
+                    ema_rate: float | optax.Schedule, axis_name: Optional[str] = None,
                     lr_schedule: Optional[optax.Schedule] = None) -> Callable:
   """Builds `train_step(state, batch, key) -> (state, metrics)`.
 
@@ -34,7 +34,8 @@ def make_train_step(model_fn: Callable, objective: Callable, optimizer: optax.Gr
     model_fn: f(params, x, t, dropout_keys) (see `parametrization.make_model_fn`).
     objective: per-example loss (see `cmjax.objectives`).
     optimizer: optax transformation.
-    ema_rate: EMA decay mu; ema <- mu ema + (1 - mu) params after each update.
+    ema_rate: EMA decay mu (a float or a schedule of the step, see
+      `schedules.ema_decay_schedule`); ema <- mu ema + (1 - mu) params after each update.
     axis_name: None for `jax.jit` (the batch may be sharded over a mesh; XLA inserts
       the all-reduce), or the mapped axis name for `jax.pmap`, in which case the
       gradients and metrics are averaged with `lax.pmean` over that axis.
@@ -65,7 +66,8 @@ def make_train_step(model_fn: Callable, objective: Callable, optimizer: optax.Gr
       metrics["lr"] = lr_schedule(state.step)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    ema = jax.tree.map(lambda e, p: ema_rate * e + (1.0 - ema_rate) * p, state.ema_params, params)
+    mu = ema_rate(state.step) if callable(ema_rate) else ema_rate
+    ema = jax.tree.map(lambda e, p: mu * e + (1.0 - mu) * p, state.ema_params, params)
     new_state = state.replace(step=state.step + 1, params=params, ema_params=ema,
                               opt_state=opt_state)
     return new_state, metrics

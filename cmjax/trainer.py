@@ -13,6 +13,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from cmjax import checkpointing, config_base, parallel, sampling
@@ -24,7 +25,7 @@ from cmjax.models import build_model
 from cmjax.objectives import build_objective
 from cmjax.parametrization import ConsistencyPreconditioner, make_model_fn
 from cmjax.run_logging import ScalarWriter, write_json_atomic
-from cmjax.schedules import warmup_constant_lr
+from cmjax.schedules import ema_decay_schedule, warmup_constant_lr
 from cmjax.train_state import build_optimizer, init_train_state
 from cmjax.train_step import make_train_step
 
@@ -59,7 +60,9 @@ class Run:
     self.state_sharding = jax.tree.map(lambda _: rep, self.abstract_state)
     self.batch_sharding = {"image": parallel.batch_sharding(self.mesh)}
     self._init = jax.jit(init, out_shardings=self.state_sharding)
-    step = make_train_step(self.model_fn, self.objective, self.optimizer, config.train.ema_rate,
+    self._sampler_cache = {}
+    ema = ema_decay_schedule(config.train.ema_rate, config.train.ema_warmup)
+    step = make_train_step(self.model_fn, self.objective, self.optimizer, ema,
                            lr_schedule=self.lr_schedule)
     self.train_step = jax.jit(step, in_shardings=(self.state_sharding, self.batch_sharding, rep),
                               out_shardings=(self.state_sharding, rep), donate_argnums=0)
@@ -78,42 +81,60 @@ class Run:
     compiled = self.train_step.lower(state, batch, key).compile()
     return compiled, time.perf_counter() - t0
 
+  def _sampler(self, sigmas: tuple):
+    """The jitted sampler for one tuple of noise levels (compiled once per run)."""
+    if sigmas not in self._sampler_cache:
+      sh = parallel.batch_sharding(self.mesh)
+      self._sampler_cache[sigmas] = jax.jit(
+          lambda p, z, k, i0: sampling.multistep_sample(self.model_fn, p, z, sigmas, k,
+                                                        self.config.param.sigma_min, first_index=i0),
+          in_shardings=(None, sh, None, None), out_shardings=sh)
+    return self._sampler_cache[sigmas]
+
   def generate(self, params, num: int, sigmas, seed_offset: int = 0) -> np.ndarray:
-    """`num` samples (num, H, W, C) from `params` with noise levels `sigmas`, on the mesh."""
+    """`num` samples (num, H, W, C) from `params` with noise levels `sigmas`, on the mesh.
+
+    Sample i depends only on (config.seed, seed_offset, i), not on the batch size or the
+    device count. Every process must call this (it is a collective); all get all samples.
+    """
     bs = self.config.eval.batch_size
     key = jax.random.fold_in(stream_key(self.config.seed, "sample"), seed_offset)
     z_key, renoise_key = jax.random.split(key)
-    fn = jax.jit(lambda p, z, k: sampling.multistep_sample(
-        self.model_fn, p, z, tuple(sigmas), k, self.config.param.sigma_min),
-        in_shardings=(None, parallel.batch_sharding(self.mesh), None),
-        out_shardings=parallel.batch_sharding(self.mesh))
+    fn = self._sampler(tuple(float(s) for s in sigmas))
     out = []
     for start in range(0, num, bs):
       z = sampling.sample_noise(z_key, bs, self.image_shape, start)
-      out.append(np.asarray(fn(params, z, jax.random.fold_in(renoise_key, start))))
+      x = fn(params, z, renoise_key, jnp.int32(start))
+      out.append(np.asarray(multihost_utils.process_allgather(x, tiled=True)))
     return np.concatenate(out)[:num]
 
 
-def _sample_grids(run: Run, params, workdir: str, tag: str) -> dict:
-  c = run.config
-  n = c.eval.grid_rows ** 2
-  paths = {}
-  for name, sigmas in (("1step", [c.param.sigma_max]), ("2step", [c.param.sigma_max, c.eval.t_mid])):
-    imgs = run.generate(params, n, sigmas)
-    paths[name] = save_grid(imgs, os.path.join(workdir, "samples", f"{tag}_{name}.png"), c.eval.grid_rows)
-  return paths
+def _samplers(config) -> tuple:
+  """(name, noise levels) of the 1-step and 2-step samplers reported everywhere."""
+  p = config.param
+  return (("1step", [p.sigma_max]), ("2step", [p.sigma_max, config.eval.t_mid]))
 
 
-def evaluate(run: Run, params, workdir: str) -> dict:
+def _sample_grids(run: Run, params, workdir: str, tag: str, is_main: bool) -> None:
+  """PNG grids of 1- and 2-step samples (every process samples; process 0 writes)."""
+  rows = run.config.eval.grid_rows
+  for name, sigmas in _samplers(run.config):
+    imgs = run.generate(params, rows * rows, sigmas)
+    if is_main:
+      save_grid(imgs, os.path.join(workdir, "samples", f"{tag}_{name}.png"), rows)
+
+
+def evaluate(run: Run, params, workdir: str, is_main: bool = True) -> dict:
   """digits-FD of 1-step and 2-step EMA samples and the real-vs-real floor, plus final grids."""
   from cmjax.evaluation import digits_fd, digits_fd_data_floor
 
   c = run.config
   out = {}
-  for name, sigmas in (("1step", [c.param.sigma_max]), ("2step", [c.param.sigma_max, c.eval.t_mid])):
+  for name, sigmas in _samplers(c):
     imgs = run.generate(params, c.eval.num_samples, sigmas)
     out[f"fd_digits_{name}"] = float(digits_fd(imgs))
-    save_grid(imgs, os.path.join(workdir, f"samples_{name}.png"), c.eval.grid_rows)
+    if is_main:
+      save_grid(imgs, os.path.join(workdir, f"samples_{name}.png"), c.eval.grid_rows)
   out["fd_digits_data"] = float(digits_fd_data_floor())
   out["fd_num_samples"] = int(c.eval.num_samples)
   out["t_mid"] = float(c.eval.t_mid)
@@ -187,14 +208,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
       if done % config.train.checkpoint_every == 0 or done == num_steps:
         ckpt.save(done, state, cfg_json, {"train_seconds": elapsed(), "images_seen": done * bsz,
                                           "data_position": done})
-      if config.train.sample_every and done % config.train.sample_every == 0 and is_main:
-        _sample_grids(run, state.ema_params, workdir, f"step{done:07d}")
+      if config.train.sample_every and done % config.train.sample_every == 0:
+        _sample_grids(run, state.ema_params, workdir, f"step{done:07d}", is_main)
     _report(*pending, writer, pbar, live, config, ckpt)
     pbar.close()
   train_seconds = elapsed() if start < num_steps else prior_seconds
   ckpt.wait()
 
-  result = evaluate(run, state.ema_params, workdir)
+  result = evaluate(run, state.ema_params, workdir, is_main)
   final_step = int(state.step)
   summary = {
       "steps": final_step,

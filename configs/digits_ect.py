@@ -10,9 +10,10 @@ def get_config(variant: str = ""):
   c = config_base.get_config()
   c.method = "ect"
   c.model.update(channels=32, channel_mult=(1, 2), num_res_blocks=2, dropout=0.1)
-  c.train.update(batch_size=64, num_steps=3000, ema_rate=0.999, log_every=50,
-                 checkpoint_every=500, sample_every=1000)
-  c.ect.update(q=2.0, stage_steps=500)
+  c.train.update(batch_size=64, num_steps=1800, ema_rate=0.999, ema_warmup=True, log_every=50,
+                 checkpoint_every=300, sample_every=600)
+  # From scratch: stage 0 is pure denoising (a0 = 0), then decay 1/2^stage every 300 steps.
+  c.ect.update(q=2.0, stage_steps=300, initial_exponent=0)
   c.optim.update(name="radam", lr=1e-3, warmup_steps=100, grad_clip=1.0)
   if variant == "smoke":
     c.model.update(channels=8, num_res_blocks=1, groups=4)

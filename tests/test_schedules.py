@@ -65,3 +65,19 @@ def test_pseudo_huber_whole_vector_not_per_pixel():
 def test_l2_gradient_finite_at_zero():
   g = jax.grad(lambda a: distances.l2(a, jnp.zeros_like(a)).sum())(jnp.zeros((1, 3)))
   assert bool(jnp.all(jnp.isfinite(g)))
+
+
+def test_ect_initial_exponent_zero_starts_with_denoising():
+  sched = schedules.ect_decay_schedule(2.0, 100, initial_exponent=0)
+  assert float(sched(0)) == 1.0 and float(sched(99)) == 1.0 and float(sched(100)) == 0.5
+  t = jnp.exp(jnp.linspace(-6, 4.4, 50))
+  assert float(jnp.max(schedules.ect_mapping(t, sched(50)))) == 0.0  # r = 0: target = x
+
+
+def test_ema_decay_schedule():
+  const = schedules.ema_decay_schedule(0.999)
+  assert float(const(0)) == pytest.approx(0.999) and float(const(10**6)) == pytest.approx(0.999)
+  warm = schedules.ema_decay_schedule(0.999, warmup=True)
+  # min(0.999, (1 + s) / (10 + s)): 0.1 at s = 0, 0.5 at s = 8, capped at 0.999 from s = 8991.
+  assert float(warm(0)) == pytest.approx(0.1) and float(warm(8)) == pytest.approx(0.5)
+  assert float(warm(100_000)) == pytest.approx(0.999)

@@ -28,7 +28,8 @@ class ECTObjective:
 
   Attributes:
     p_mean, p_std: lognormal t distribution (CIFAR-10: -1.1, 2.0).
-    q: curriculum ratio; stage_steps: d, steps per stage.
+    q: curriculum ratio; stage_steps: d, steps per stage; initial_exponent: a0 in
+      decay = 1/q^(stage + a0) (1 as in the authors' code; 0 starts with a denoising stage).
     k, b: sigmoid adjustment n(t) = 1 + k sigmoid(-b t).
     c: pseudo-Huber constant (0 = plain L2 norm).
     weighting: 'inv_dt' or 'snr_plus'.
@@ -39,6 +40,7 @@ class ECTObjective:
   p_std: float = 2.0
   q: float = 2.0
   stage_steps: int = 25_000
+  initial_exponent: int = 1
   k: float = 8.0
   b: float = 1.0
   c: float = 0.0
@@ -52,8 +54,8 @@ class ECTObjective:
       raise ValueError(f"unknown ECT weighting {self.weighting!r}; known: 'inv_dt', 'snr_plus'")
 
   def decay(self, step: Array) -> Array:
-    """1 / q^(stage + 1) at `step` (an optax schedule of the step)."""
-    return schedules.ect_decay_schedule(self.q, self.stage_steps)(step)
+    """1 / q^(stage + a0) at `step` (an optax schedule of the step)."""
+    return schedules.ect_decay_schedule(self.q, self.stage_steps, self.initial_exponent)(step)
 
   def __call__(self, model_fn, params, x: Array, keys: Array, step: Array):
     """Per-example ECT loss.
