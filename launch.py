@@ -90,6 +90,9 @@ def main(argv: list[str]) -> int:
     train_and_evaluate(config, workdir)
   except ConfigError as e:
     return _fail(str(e))
+  except FloatingPointError as e:  # a non-finite step: the message names the last good checkpoint
+    print(f"cmjax: error: {e}", file=sys.stderr)
+    return 1
   return 0
 
 

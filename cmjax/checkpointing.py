@@ -10,6 +10,7 @@ so a checkpoint directory either holds a whole checkpoint or is ignored. No pick
 from __future__ import annotations
 
 import os
+import sys
 
 import jax
 import orbax.checkpoint as ocp
@@ -53,6 +54,47 @@ class Checkpointer:
     out = self._manager.restore(step, args=args)
     return out["state"], out["meta"]
 
+  def restore_newest(self, abstract_state, check_config=None):
+    """Restores the newest checkpoint that reads back whole; returns (step, state, meta) or None.
+
+    A checkpoint that cannot be read (truncated file, missing item) is set aside with a
+    warning naming it, and the next older one is tried; nothing is deleted.
+    `check_config(saved_config_dict)` may raise to refuse a checkpoint outright (that
+    error propagates: a different config is not a corrupt checkpoint).
+    """
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        saved = self.read_config(step)
+      except Exception as e:  # noqa: BLE001 - any read failure means "unusable"
+        self._set_aside(step, e)
+        continue
+      if check_config is not None:
+        check_config(saved)
+      try:
+        state, meta = self.restore(step, abstract_state)
+      except Exception as e:  # noqa: BLE001
+        self._set_aside(step, e)
+        continue
+      return step, state, meta
+    return None
+
+  def _set_aside(self, step: int, error: Exception) -> None:
+    """Renames an unreadable checkpoint to '<step>.unreadable' (kept for inspection, not
+    deleted), so training can write that step again."""
+    src = os.path.join(self.directory, str(step))
+    dst = f"{src}.unreadable"
+    n = 1
+    while os.path.exists(dst):
+      n += 1
+      dst = f"{src}.unreadable{n}"
+    msg = " ".join(str(error).split())[:200]
+    print(f"cmjax: warning: checkpoint {step} in {self.directory} cannot be restored "
+          f"({type(error).__name__}: {msg}); moved it to {os.path.basename(dst)} and trying "
+          f"an older one", file=sys.stderr)
+    if jax.process_index() == 0 and os.path.isdir(src):
+      os.rename(src, dst)
+    self._manager.reload()
+
   def wait(self) -> None:
     """Blocks until pending asynchronous saves are on disk."""
     self._manager.wait_until_finished()
@@ -66,3 +108,4 @@ def abstract_with_shardings(abstract_tree, shardings):
   """Attaches shardings to a tree of ShapeDtypeStruct (e.g. from jax.eval_shape)."""
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                       abstract_tree, shardings)
+

@@ -14,6 +14,7 @@ optim.name               'radam' or 'adam'; lr, b1, b2, eps, warmup_steps, grad_
 train.batch_size         global batch (split over all devices; must divide evenly)
 train.num_steps          optimiser steps in total (a resumed run stops here)
 train.ema_rate           EMA decay of the sampling parameters
+train.skip_nonfinite     a non-finite loss/gradient skips the update and is counted (default: stop)
 train.ema_warmup         EMA decay min(ema_rate, (1+step)/(10+step)) (for runs from scratch)
 train.log_every          steps between TensorBoard scalar writes
 train.checkpoint_every   steps between checkpoints (one is also written at the end)
@@ -51,7 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
       name="radam", lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, warmup_steps=0, grad_clip=0.0,
       weight_decay=0.0))
   c.train = ml_collections.ConfigDict(dict(
-      batch_size=128, num_steps=200_000, ema_rate=0.9999, ema_warmup=False, log_every=50,
+      batch_size=128, num_steps=200_000, ema_rate=0.9999, ema_warmup=False, skip_nonfinite=False, log_every=50,
       checkpoint_every=1000, keep_checkpoints=3, sample_every=0))
   c.eval = ml_collections.ConfigDict(dict(
       num_samples=2048, batch_size=512, t_mid=0.821, grid_rows=10))

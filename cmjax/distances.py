@@ -15,23 +15,23 @@ def _sum_sq(diff: Array) -> Array:
 
 
 def safe_sqrt(x: Array) -> Array:
-  """sqrt(x) with a zero (not NaN) gradient at x = 0."""
+  """sqrt(x) with a zero (not NaN) gradient at x = 0; NaN stays NaN (never hidden)."""
   positive = x > 0
-  return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), x * 0.0)
 
 
 def l2_squared(a: Array, b: Array) -> Array:
-  """||a - b||^2 per example."""
+  """||a - b||^2 per example: a, b (B, ...) -> (B,) (the CM paper's squared L2 metric)."""
   return _sum_sq(a - b)
 
 
 def l2(a: Array, b: Array) -> Array:
-  """||a - b|| per example (the ECT CIFAR-10 loss with c = 0)."""
+  """||a - b|| per example: (B, ...) -> (B,) (the ECT CIFAR-10 distance, pseudo-Huber with c = 0)."""
   return safe_sqrt(_sum_sq(a - b))
 
 
 def l1(a: Array, b: Array) -> Array:
-  """||a - b||_1 per example."""
+  """||a - b||_1 per example: a, b (B, ...) -> (B,) (the CM paper's L1 metric)."""
   d = a - b
   return jnp.sum(jnp.abs(d.reshape(d.shape[0], -1)), axis=-1)
 

@@ -68,6 +68,7 @@ class EDMPreconditioner:
   sigma_data: float = 0.5
 
   def coefficients(self, s: Array):
+    """Returns (c_skip, c_out, c_in, c_noise), each shaped like s."""
     sd = self.sigma_data
     c_skip = sd**2 / (s**2 + sd**2)
     c_out = s * sd / jnp.sqrt(s**2 + sd**2)
@@ -76,6 +77,7 @@ class EDMPreconditioner:
     return c_skip, c_out, c_in, c_noise
 
   def __call__(self, net, x: Array, s: Array) -> Array:
+    """D(x; s) = c_skip x + c_out F(c_in x, c_noise) for x (B, H, W, C), s (B,) (EDM Eq. 7)."""
     c_skip, c_out, c_in, c_noise = self.coefficients(s)
     out = net(x * _bcast(c_in, x), c_noise)
     return _bcast(c_skip, x) * x + _bcast(c_out, x) * out.astype(x.dtype)

@@ -27,7 +27,8 @@ def example_keys(key: jax.Array, step: jax.Array, batch_size: int,
 
 def make_train_step(model_fn: Callable, objective: Callable, optimizer: optax.GradientTransformation,
                     ema_rate: float | optax.Schedule, axis_name: Optional[str] = None,
-                    lr_schedule: Optional[optax.Schedule] = None) -> Callable:
+                    lr_schedule: Optional[optax.Schedule] = None,
+                    skip_nonfinite: bool = False) -> Callable:
   """Builds `train_step(state, batch, key) -> (state, metrics)`.
 
   Args:
@@ -40,6 +41,10 @@ def make_train_step(model_fn: Callable, objective: Callable, optimizer: optax.Gr
       the all-reduce), or the mapped axis name for `jax.pmap`, in which case the
       gradients and metrics are averaged with `lax.pmean` over that axis.
     lr_schedule: optional, only to report the learning rate in the metrics.
+    skip_nonfinite: if True, a step whose loss or gradient norm is not finite leaves
+      params, EMA and optimiser state unchanged (the step counter still advances) and
+      reports metrics['skipped'] = 1; if False the update is applied as computed and
+      the caller is expected to stop on a non-finite loss (the trainer does).
 
   The step computes keys = fold_in(key, state.step) per step and one key per example
   (`example_keys`), so `key` is the run's constant training key and a resumed run
@@ -68,6 +73,12 @@ def make_train_step(model_fn: Callable, objective: Callable, optimizer: optax.Gr
     params = optax.apply_updates(state.params, updates)
     mu = ema_rate(state.step) if callable(ema_rate) else ema_rate
     ema = jax.tree.map(lambda e, p: mu * e + (1.0 - mu) * p, state.ema_params, params)
+    if skip_nonfinite:
+      finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
+      keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+      params, ema = keep(params, state.params), keep(ema, state.ema_params)
+      opt_state = keep(opt_state, state.opt_state)
+      metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
     new_state = state.replace(step=state.step + 1, params=params, ema_params=ema,
                               opt_state=opt_state)
     return new_state, metrics

@@ -5,6 +5,7 @@ PNG grids of EMA samples and WORKDIR/summary.json.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -23,6 +24,7 @@ from cmjax.data import IMAGE_SHAPES, build_source
 from cmjax.images import save_grid
 from cmjax.models import build_model
 from cmjax.objectives import build_objective
+from cmjax.preemption import PreemptionGuard
 from cmjax.parametrization import ConsistencyPreconditioner, make_model_fn
 from cmjax.run_logging import ScalarWriter, write_json_atomic
 from cmjax.schedules import ema_decay_schedule, warmup_constant_lr
@@ -63,7 +65,8 @@ class Run:
     self._sampler_cache = {}
     ema = ema_decay_schedule(config.train.ema_rate, config.train.ema_warmup)
     step = make_train_step(self.model_fn, self.objective, self.optimizer, ema,
-                           lr_schedule=self.lr_schedule)
+                           lr_schedule=self.lr_schedule,
+                           skip_nonfinite=config.train.skip_nonfinite)
     self.train_step = jax.jit(step, in_shardings=(self.state_sharding, self.batch_sharding, rep),
                               out_shardings=(self.state_sharding, rep), donate_argnums=0)
 
@@ -146,56 +149,94 @@ def train_and_evaluate(config, workdir: str) -> dict:
   workdir = os.path.abspath(workdir)
   run = Run(config)  # validates the config before anything is compiled
   is_main = jax.process_index() == 0
-  cfg_json = config_to_json_dict(config)
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
                                     max_to_keep=config.train.keep_checkpoints)
-  latest = ckpt.latest_step()
-  if latest is not None:
-    check_resume_compatible(ckpt.read_config(latest), config, workdir, config_base.RESUMABLE_FIELDS)
+  try:
+    return _resume_train_evaluate(run, ckpt, workdir, is_main)
+  finally:
+    ckpt.close()
+
+
+def _resume_train_evaluate(run: Run, ckpt, workdir: str, is_main: bool) -> dict:
+  config = run.config
+  cfg_json = config_to_json_dict(config)
+  check = lambda saved: check_resume_compatible(saved, config, workdir, config_base.RESUMABLE_FIELDS)
   summary_path = os.path.join(workdir, "summary.json")
   num_steps = config.train.num_steps
+  latest = ckpt.latest_step()
   if latest is not None and latest >= num_steps and os.path.exists(summary_path):
+    check(ckpt.read_config(latest))
     print(f"cmjax: training in {workdir} is already complete ({latest} steps); nothing to do.")
-    ckpt.close()
-    import json
     with open(summary_path) as f:
       return json.load(f)
 
+  target = checkpointing.abstract_with_shardings(run.abstract_state, run.state_sharding)
+  found = ckpt.restore_newest(target, check) if latest is not None else None
   os.makedirs(workdir, exist_ok=True)
   if is_main:
     write_json_atomic(os.path.join(workdir, "config.json"), cfg_json)
-  if latest is not None:
-    target = checkpointing.abstract_with_shardings(run.abstract_state, run.state_sharding)
-    state, meta = ckpt.restore(latest, target)
-    print(f"cmjax: resumed from {ckpt.directory} at step {latest}")
+  if found is not None:
+    step0, state, meta = found
+    print(f"cmjax: resumed from {ckpt.directory} at step {step0}")
   else:
     state, meta = run.init_state(), {"train_seconds": 0.0}
-  start = int(state.step)
 
-  source = build_source(config, jax.process_index(), jax.process_count())
   writer = ScalarWriter(workdir, enabled=is_main)
-  train_key = jax.device_put(stream_key(config.seed, "train"), parallel.replicated(run.mesh))
+  try:
+    out = _train_loop(run, state, meta, ckpt, writer, cfg_json, workdir, is_main)
+    if out is None:  # preempted: a checkpoint is on disk, the next launch resumes
+      return {"preempted": True, "steps": ckpt.latest_step()}
+    state, train_seconds, compile_seconds, skipped = out
+    ckpt.wait()
+    result = evaluate(run, state.ema_params, workdir, is_main)
+  finally:
+    writer.close()
+  final_step = int(state.step)
+  summary = {
+      "steps": final_step,
+      "images_seen": final_step * config.train.batch_size,
+      "train_seconds": round(train_seconds, 2),
+      "compile_seconds": round(compile_seconds, 2),
+      "method": config.method,
+      "devices": jax.device_count(),
+      "nonfinite_skipped": skipped,
+      **result,
+  }
+  if is_main:
+    write_json_atomic(summary_path, summary)
+    print("cmjax: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
+  return summary
+
+
+def _train_loop(run: Run, state, meta: dict, ckpt, writer, cfg_json: dict, workdir: str,
+                is_main: bool):
+  """Steps from state.step to train.num_steps; returns (state, train_seconds, compile_seconds,
+  nonfinite_skipped), or None when a preemption signal stopped it after a checkpoint."""
+  config = run.config
+  num_steps, bsz = config.train.num_steps, config.train.batch_size
+  start = int(state.step)
   prior_seconds = float(meta.get("train_seconds", 0.0))  # from earlier (resumed) launches
+  skipped = [int(meta.get("nonfinite_skipped", 0))]
+  if start >= num_steps:
+    return state, prior_seconds, 0.0, skipped[0]
+  source = build_source(config, jax.process_index(), jax.process_count())
+  train_key = jax.device_put(stream_key(config.seed, "train"), parallel.replicated(run.mesh))
+  step_fn, compile_seconds = run.compile_train_step()
+  print(f"cmjax: train step compiled in {compile_seconds:.1f}s; "
+        f"{jax.device_count()} device(s), global batch {bsz}")
+  live = {"img_s": "-"}  # shown in the progress bar next to the loss
   t_loop = time.perf_counter()
   elapsed = lambda: prior_seconds + (time.perf_counter() - t_loop)
-  compile_seconds = 0.0
-  bsz = config.train.batch_size
-
-  if start < num_steps:
-    step_fn, compile_seconds = run.compile_train_step()
-    print(f"cmjax: train step compiled in {compile_seconds:.1f}s; "
-          f"{jax.device_count()} device(s), global batch {bsz}")
-    pbar = tqdm(total=num_steps, initial=start, desc="train", disable=not is_main,
-                dynamic_ncols=True, mininterval=1.0)
-    live = {"img_s": "-"}  # shown in the progress bar next to the loss
-    pending = None  # metrics are fetched one step late, so logging never stalls the device
-    t_loop = time.perf_counter()
-    t_last, n_last = t_loop, start
+  t_last, n_last = t_loop, start
+  pending = None  # metrics are fetched one step late, so logging never stalls the device
+  with tqdm(total=num_steps, initial=start, desc="train", disable=not is_main,
+            dynamic_ncols=True, mininterval=1.0) as pbar, PreemptionGuard() as guard:
+    report = lambda done, metrics: _report(done, metrics, writer, pbar, live, skipped, config, ckpt)
     for step in range(start, num_steps):
       batch = parallel.global_batch(source.batch(step), run.mesh)
       state, metrics = step_fn(state, batch, train_key)
       if pending is not None:
-        _report(*pending, writer, pbar, live, config, ckpt)
+        report(*pending)
       pending = (step + 1, metrics)
       done = step + 1
       pbar.update(1)
@@ -205,41 +246,40 @@ def train_and_evaluate(config, workdir: str) -> dict:
         t_last, n_last = now, done
         live["img_s"] = f"{ips:.0f}"
         writer.scalars(done, {"perf/img_per_sec": ips})
-      if done % config.train.checkpoint_every == 0 or done == num_steps:
+      stop = guard.should_stop()
+      if done % config.train.checkpoint_every == 0 or done == num_steps or stop:
+        report(*pending)  # never checkpoint a state whose step was not finite
+        pending = None
         ckpt.save(done, state, cfg_json, {"train_seconds": elapsed(), "images_seen": done * bsz,
-                                          "data_position": done})
+                                          "data_position": done, "nonfinite_skipped": skipped[0]})
+      if stop:
+        ckpt.wait()
+        pbar.close()
+        print(f"cmjax: received {guard.signal_name}; saved checkpoint {done} in {ckpt.directory}; "
+              f"rerun the same command to resume.")
+        return None
       if config.train.sample_every and done % config.train.sample_every == 0:
         _sample_grids(run, state.ema_params, workdir, f"step{done:07d}", is_main)
-    _report(*pending, writer, pbar, live, config, ckpt)
-    pbar.close()
-  train_seconds = elapsed() if start < num_steps else prior_seconds
-  ckpt.wait()
-
-  result = evaluate(run, state.ema_params, workdir, is_main)
-  final_step = int(state.step)
-  summary = {
-      "steps": final_step,
-      "images_seen": final_step * bsz,
-      "train_seconds": round(train_seconds, 2),
-      "compile_seconds": round(compile_seconds, 2),
-      "method": config.method,
-      "devices": jax.device_count(),
-      **result,
-  }
-  if is_main:
-    write_json_atomic(summary_path, summary)
-    print("cmjax: " + ", ".join(f"{k}={v}" for k, v in summary.items()))
-  writer.close()
-  ckpt.close()
-  return summary
+    if pending is not None:
+      report(*pending)
+  return state, elapsed(), compile_seconds, skipped[0]
 
 
-def _report(done: int, metrics, writer, pbar, live: dict, config, ckpt) -> None:
-  """Logs the metrics of the step that ended at `done`; stops the run on a non-finite loss."""
+def _report(done: int, metrics, writer, pbar, live: dict, skipped: list, config, ckpt) -> None:
+  """Logs the metrics of the step that ended at `done`; stops the run if it was not finite."""
   values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-  if not math.isfinite(values["loss"]):
-    raise FloatingPointError(f"non-finite loss {values['loss']} at step {done - 1}; "
-                             f"last checkpoint: step {ckpt.latest_step()}")
+  if values.get("skipped", 0.0) > 0:
+    skipped[0] += 1
+    live["skipped"] = skipped[0]
+    log.warning("skipped the non-finite update of step %d (%d so far)", done - 1, skipped[0])
+    return
+  if not (math.isfinite(values["loss"]) and math.isfinite(values["grad_norm"])):
+    pbar.close()
+    terms = ", ".join(f"{k}={v:.4g}" for k, v in sorted(values.items()))
+    last = ckpt.latest_step()
+    where = f"step {last} in {ckpt.directory}" if last is not None else "none"
+    raise FloatingPointError(f"non-finite loss or gradient at step {done - 1} ({terms}); "
+                             f"last good checkpoint: {where}")
   if done % config.train.log_every == 0 or done == config.train.num_steps:
     writer.scalars(done, {f"train/{k}": v for k, v in values.items()})
     pbar.set_postfix(loss=f"{values['loss']:.4f}", **live, refresh=False)

@@ -62,9 +62,12 @@ def test_pseudo_huber_whole_vector_not_per_pixel():
   np.testing.assert_allclose(np.asarray(distances.l1(a, b)), [16.0, 32.0], rtol=1e-6)
 
 
-def test_l2_gradient_finite_at_zero():
+def test_l2_gradient_finite_at_zero_and_nan_propagates():
   g = jax.grad(lambda a: distances.l2(a, jnp.zeros_like(a)).sum())(jnp.zeros((1, 3)))
   assert bool(jnp.all(jnp.isfinite(g)))
+  bad = jnp.array([[jnp.nan, 1.0, 1.0]])
+  assert bool(jnp.isnan(distances.l2(bad, jnp.zeros_like(bad))[0]))
+  assert bool(jnp.isnan(distances.pseudo_huber(bad, jnp.zeros_like(bad), 0.1)[0]))
 
 
 def test_ect_initial_exponent_zero_starts_with_denoising():

@@ -1,0 +1,55 @@
+"""Preemption: SIGTERM / SIGINT become a request to stop cleanly after the current step.
+
+TPU pods and SLURM clusters send SIGTERM before taking a machine away. The training
+loop asks `should_stop()` after every step; on a request it saves a checkpoint, waits
+for it to be on disk and returns, so the process exits 0 and the next launch resumes.
+A second signal of the same kind falls back to the default behaviour (stop now).
+"""
+from __future__ import annotations
+
+import signal
+import threading
+
+import jax
+import numpy as np
+
+
+class PreemptionGuard:
+  """Context manager that records SIGTERM/SIGINT instead of dying (main thread only)."""
+
+  def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
+    self.signals = tuple(signals)
+    self.received: int | None = None
+    self._previous = {}
+
+  def _handle(self, signum, frame):
+    if self.received == signum:  # asked twice: stop now
+      signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+      signal.raise_signal(signum)
+      return
+    self.received = signum
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for s in self.signals:
+        self._previous[s] = signal.signal(s, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for s, h in self._previous.items():
+      signal.signal(s, h)
+    self._previous.clear()
+    return False
+
+  @property
+  def signal_name(self) -> str:
+    return signal.Signals(self.received).name if self.received is not None else ""
+
+  def should_stop(self) -> bool:
+    """True once any process received a signal (all processes agree, so they stop together)."""
+    local = self.received is not None
+    if jax.process_count() == 1:
+      return local
+    from jax.experimental import multihost_utils
+    flags = multihost_utils.process_allgather(np.asarray([local]))
+    return bool(np.any(flags))

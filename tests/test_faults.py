@@ -1,0 +1,145 @@
+"""Faults: non-finite steps, preemption (SIGTERM) and kill -9, with real subprocesses."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+import launch
+from cmjax import checkpointing
+from cmjax.data import ArraySource
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = ["--config", "configs/digits_ect.py:smoke"]
+
+
+def _nan_at(step_to_poison):
+  original = ArraySource.batch
+
+  def batch(self, step):
+    out = original(self, step)
+    if step == step_to_poison:
+      out = {"image": np.full_like(out["image"], np.nan)}
+    return out
+
+  return batch
+
+
+def test_nonfinite_step_stops_and_names_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+  monkeypatch.setattr(ArraySource, "batch", _nan_at(3))
+  rc = launch.main(["launch.py", *SMOKE, "--config.train.num_steps=6", "--workdir", str(tmp_path)])
+  err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("cmjax:")]  # not tqdm's
+  assert rc == 1 and len(err) == 1, err
+  assert "non-finite loss or gradient at step 3" in err[0] and "loss=nan" in err[0]
+  assert "last good checkpoint: step 2" in err[0]
+  # The poisoned state (step 4) was never written.
+  assert checkpointing.Checkpointer(str(tmp_path / "checkpoints")).all_steps() == [2]
+
+
+def test_nonfinite_step_skipped_and_counted(tmp_path, monkeypatch):
+  monkeypatch.setattr(ArraySource, "batch", _nan_at(1))
+  rc = launch.main(["launch.py", *SMOKE, "--config.train.num_steps=4",
+                    "--config.train.skip_nonfinite=True", "--workdir", str(tmp_path)])
+  assert rc == 0
+  summary = json.load(open(tmp_path / "summary.json"))
+  assert summary["nonfinite_skipped"] == 1 and np.isfinite(summary["fd_digits_1step"])
+
+
+def _env():
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = os.environ["XLA_FLAGS"]  # same flags as this process: compile-cache hits
+  env["JAX_COMPILATION_CACHE_DIR"] = jax.config.jax_compilation_cache_dir
+  env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+def _start(workdir, *extra):
+  return subprocess.Popen([sys.executable, "launch.py", *SMOKE, "--workdir", str(workdir), *extra],
+                          cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True)
+
+
+def _wait_for_checkpoint(proc, workdir, min_step, timeout=240):
+  ckdir = workdir / "checkpoints"
+  t0 = time.time()
+  while time.time() - t0 < timeout:
+    steps = [int(d) for d in os.listdir(ckdir) if d.isdigit()] if ckdir.exists() else []
+    if steps and max(steps) >= min_step:
+      return max(steps)
+    assert proc.poll() is None, proc.communicate()[0]
+    time.sleep(0.2)
+  proc.kill()
+  raise AssertionError("no checkpoint appeared in time")
+
+
+def _params(workdir):
+  from cmjax.trainer import Run
+  from configs import digits_ect
+  run = Run(digits_ect.get_config("smoke"))
+  ck = checkpointing.Checkpointer(str(workdir / "checkpoints"))
+  state, _ = ck.restore(ck.latest_step(), checkpointing.abstract_with_shardings(
+      run.abstract_state, run.state_sharding))
+  ck.close()
+  return state
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_exits_zero_then_resumes(tmp_path):
+  proc = _start(tmp_path, "--config.train.num_steps=100000", "--config.train.checkpoint_every=2")
+  _wait_for_checkpoint(proc, tmp_path, 2)
+  proc.send_signal(signal.SIGTERM)
+  out, _ = proc.communicate(timeout=120)
+  assert proc.returncode == 0, out
+  assert "received SIGTERM" in out
+  saved = checkpointing.Checkpointer(str(tmp_path / "checkpoints")).latest_step()
+  assert saved >= 2 and not (tmp_path / "summary.json").exists()
+  # The next launch resumes from there.
+  rc = launch.main(["launch.py", *SMOKE, f"--config.train.num_steps={saved + 2}",
+                    "--config.train.checkpoint_every=2", "--workdir", str(tmp_path)])
+  assert rc == 0 and json.load(open(tmp_path / "summary.json"))["steps"] == saved + 2
+
+
+@pytest.mark.slow
+def test_kill_minus_9_then_relaunch_is_bit_identical(tmp_path):
+  a, b = tmp_path / "a", tmp_path / "b"
+  args = ["--config.train.num_steps=12", "--config.train.checkpoint_every=3"]
+  proc = _start(a, *args)
+  _wait_for_checkpoint(proc, a, 3)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait(timeout=60)
+  assert proc.returncode == -signal.SIGKILL
+  assert launch.main(["launch.py", *SMOKE, *args, "--workdir", str(a)]) == 0
+  assert launch.main(["launch.py", *SMOKE, *args, "--workdir", str(b)]) == 0
+  sa, sb = _params(a), _params(b)
+  assert int(sa.step) == int(sb.step) == 12
+  for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, capsys):
+  args = ["launch.py", *SMOKE, "--config.train.num_steps=4", "--config.train.checkpoint_every=2",
+          "--workdir", str(tmp_path)]
+  assert launch.main(args) == 0
+  # Truncate every data file of checkpoint 4's state to half its size.
+  state_dir = tmp_path / "checkpoints" / "4" / "state"
+  files = [os.path.join(r, f) for r, _, fs in os.walk(state_dir) for f in fs]
+  assert files
+  for f in files:
+    size = os.path.getsize(f)
+    with open(f, "r+b") as fh:
+      fh.truncate(size // 2)
+  os.remove(tmp_path / "summary.json")
+  capsys.readouterr()
+  assert launch.main(args) == 0
+  captured = capsys.readouterr()
+  assert "checkpoint 4" in captured.err and "cannot be restored" in captured.err
+  assert "resumed from" in captured.out and "at step 2" in captured.out
+  assert (tmp_path / "checkpoints" / "4.unreadable").is_dir()   # set aside, not deleted
+  assert checkpointing.Checkpointer(str(tmp_path / "checkpoints")).all_steps() == [2, 4]
+  assert json.load(open(tmp_path / "summary.json"))["steps"] == 4
