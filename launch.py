@@ -2,6 +2,9 @@
 
   python launch.py --config configs/digits_ect.py[:variant] [--config.a.b=v ...] --workdir DIR
 
+Multi-host: run the same command on every host; JAX detects Cloud TPU pods and SLURM,
+otherwise add --coordinator_address=HOST:PORT --num_processes=N --process_id=I.
+
 Rerunning the same command resumes from DIR/checkpoints (and does nothing when the
 run is complete). Bad input (unknown config key or method, batch size not divisible
 by the device count, a workdir holding another config's checkpoint, ...) stops with
@@ -36,8 +39,12 @@ def _define_and_parse(fv, argv):
                                 "summary.json.", flag_values=fv)
   flags.DEFINE_enum("mode", "train", ["train"], "What to do (train ends with the evaluation).",
                     flag_values=fv)
+  flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.",
+                      flag_values=fv)
+  flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.", flag_values=fv)
+  flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.", flag_values=fv)
   fv(argv)
-  return config.value, workdir.value
+  return config.value, workdir.value, (fv.coordinator_address, fv.num_processes, fv.process_id)
 
 
 def _fail(msg: str) -> int:
@@ -65,7 +72,7 @@ def main(argv: list[str]) -> int:
   """Parses flags from argv (argv[0] is the program name) and runs; returns the exit code."""
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # configs/ import their base
   try:
-    config, workdir = _parse(argv)
+    config, workdir, cluster = _parse(argv)
     if config is not None:
       config.to_dict()  # a config file that failed to load raises here
   except OSError as e:
@@ -83,9 +90,14 @@ def main(argv: list[str]) -> int:
   if not workdir:
     return _fail("--workdir is required")
 
+  from cmjax import distributed
   from cmjax.config_validation import ConfigError
   from cmjax.trainer import train_and_evaluate
 
+  try:
+    distributed.initialize(*cluster)  # before any other JAX call
+  except ValueError as e:
+    return _fail(str(e))
   try:
     train_and_evaluate(config, workdir)
   except ConfigError as e:

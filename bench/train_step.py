@@ -26,7 +26,6 @@ def main() -> None:
 
   import jax
   import numpy as np
-  from ml_collections import config_flags  # noqa: F401  (config files import ml_collections)
 
   from cmjax import parallel
   from cmjax.data import build_source

@@ -52,5 +52,5 @@ def sample_noise(key: Array, num: int, image_shape: Sequence[int], start: int = 
   Returns (num, *image_shape) float32; chunks drawn separately concatenate to the
   same array as one big draw.
   """
-  idx = jnp.arange(start, start + num)
+  idx = start + jnp.arange(num)  # start may be traced
   return jax.vmap(lambda i: jax.random.normal(jax.random.fold_in(key, i), tuple(image_shape)))(idx)

@@ -18,7 +18,7 @@ from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from cmjax import checkpointing, config_base, parallel, sampling
-from cmjax.config_validation import (ConfigError, check_resume_compatible, config_to_json_dict,
+from cmjax.config_validation import (check_resume_compatible, config_to_json_dict,
                                      validate_config)
 from cmjax.data import IMAGE_SHAPES, build_source
 from cmjax.images import save_grid
@@ -88,10 +88,14 @@ class Run:
     """The jitted sampler for one tuple of noise levels (compiled once per run)."""
     if sigmas not in self._sampler_cache:
       sh = parallel.batch_sharding(self.mesh)
-      self._sampler_cache[sigmas] = jax.jit(
-          lambda p, z, k, i0: sampling.multistep_sample(self.model_fn, p, z, sigmas, k,
-                                                        self.config.param.sigma_min, first_index=i0),
-          in_shardings=(None, sh, None, None), out_shardings=sh)
+      bs, shape = self.config.eval.batch_size, self.image_shape
+
+      def sample(params, z_key, renoise_key, start):
+        z = jax.lax.with_sharding_constraint(sampling.sample_noise(z_key, bs, shape, start), sh)
+        return sampling.multistep_sample(self.model_fn, params, z, sigmas, renoise_key,
+                                         self.config.param.sigma_min, first_index=start)
+
+      self._sampler_cache[sigmas] = jax.jit(sample, out_shardings=sh)
     return self._sampler_cache[sigmas]
 
   def generate(self, params, num: int, sigmas, seed_offset: int = 0) -> np.ndarray:
@@ -101,13 +105,13 @@ class Run:
     device count. Every process must call this (it is a collective); all get all samples.
     """
     bs = self.config.eval.batch_size
-    key = jax.random.fold_in(stream_key(self.config.seed, "sample"), seed_offset)
-    z_key, renoise_key = jax.random.split(key)
+    seed, rep = self.config.seed, parallel.replicated(self.mesh)
+    z_key, renoise_key = jax.jit(lambda: tuple(jax.random.split(jax.random.fold_in(
+        stream_key(seed, "sample"), seed_offset))), out_shardings=(rep, rep))()
     fn = self._sampler(tuple(float(s) for s in sigmas))
     out = []
     for start in range(0, num, bs):
-      z = sampling.sample_noise(z_key, bs, self.image_shape, start)
-      x = fn(params, z, renoise_key, jnp.int32(start))
+      x = fn(params, z_key, renoise_key, start)
       out.append(np.asarray(multihost_utils.process_allgather(x, tiled=True)))
     return np.concatenate(out)[:num]
 
@@ -220,7 +224,8 @@ def _train_loop(run: Run, state, meta: dict, ckpt, writer, cfg_json: dict, workd
   if start >= num_steps:
     return state, prior_seconds, 0.0, skipped[0]
   source = build_source(config, jax.process_index(), jax.process_count())
-  train_key = jax.device_put(stream_key(config.seed, "train"), parallel.replicated(run.mesh))
+  train_key = jax.jit(lambda: stream_key(config.seed, "train"),  # a global (multi-host) array
+                      out_shardings=parallel.replicated(run.mesh))()
   step_fn, compile_seconds = run.compile_train_step()
   print(f"cmjax: train step compiled in {compile_seconds:.1f}s; "
         f"{jax.device_count()} device(s), global batch {bsz}")

@@ -1,7 +1,6 @@
 import jax
 import numpy as np
 import optax
-import pytest
 
 from cmjax import checkpointing, parallel
 from cmjax.models.unet import UNet
