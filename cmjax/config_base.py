@@ -11,6 +11,8 @@ param.sigma_min/max      boundary time eps (f(x, eps) = x) and the largest noise
 <method>.*               the objective's hyperparameters (e.g. ect.q, ect.stage_steps)
 optim.name               'radam' or 'adam'; lr, b1, b2, eps, warmup_steps, grad_clip (<=0 off),
                          weight_decay (decoupled, 0 off) are honoured for both
+train.sharding           'data' (replicated parameters) or 'fsdp' (parameters, EMA and optimiser
+                         state split over the devices); the batch is always split
 train.batch_size         global batch (split over all devices; must divide evenly)
 train.num_steps          optimiser steps in total (a resumed run stops here)
 train.ema_rate           EMA decay of the sampling parameters
@@ -31,7 +33,7 @@ import ml_collections
 
 # Fields a resumed run may change (run length and reporting); all others must match
 # the checkpoint's config.
-RESUMABLE_FIELDS = ("train.num_steps", "train.log_every", "train.checkpoint_every",
+RESUMABLE_FIELDS = ("train.num_steps", "train.sharding", "train.log_every", "train.checkpoint_every",
                     "train.keep_checkpoints", "train.sample_every", "eval.num_samples",
                     "eval.batch_size", "eval.grid_rows", "eval.t_mid")
 
@@ -52,7 +54,7 @@ def get_config() -> ml_collections.ConfigDict:
       name="radam", lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, warmup_steps=0, grad_clip=0.0,
       weight_decay=0.0))
   c.train = ml_collections.ConfigDict(dict(
-      batch_size=128, num_steps=200_000, ema_rate=0.9999, ema_warmup=False, skip_nonfinite=False, log_every=50,
+      sharding="data", batch_size=128, num_steps=200_000, ema_rate=0.9999, ema_warmup=False, skip_nonfinite=False, log_every=50,
       checkpoint_every=1000, keep_checkpoints=3, sample_every=0))
   c.eval = ml_collections.ConfigDict(dict(
       num_samples=2048, batch_size=512, t_mid=0.821, grid_rows=10))

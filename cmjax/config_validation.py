@@ -54,6 +54,7 @@ def validate_config(config, num_devices: int) -> None:
   need(op.name in ("adam", "radam"), f"unknown optimizer {op.name!r}; known: 'adam', 'radam'")
   need(op.lr > 0, f"optim.lr must be positive, got {op.lr}")
   need(op.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {op.warmup_steps}")
+  need(tr.sharding in ("data", "fsdp"), f"unknown train.sharding {tr.sharding!r}; known: 'data', 'fsdp'")
   need(tr.num_steps > 0, f"train.num_steps must be positive, got {tr.num_steps}")
   need(tr.batch_size > 0, f"train.batch_size must be positive, got {tr.batch_size}")
   need(tr.batch_size % num_devices == 0,

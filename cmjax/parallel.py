@@ -35,3 +35,26 @@ def global_batch(local: dict, mesh: Mesh) -> dict:
   """Assembles the global batch from this process's share (numpy arrays, leading axis)."""
   sh = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sh, v) for k, v in local.items()}
+
+
+def fsdp_sharding(abstract_tree, mesh: Mesh, min_size: int = 2**12):
+  """FSDP/ZeRO-3 layout: each array of >= min_size elements is split along its largest
+  dimension divisible by the device count; smaller arrays (biases, norms, counters) and
+  arrays with no such dimension stay replicated. Returns a tree of NamedSharding.
+
+  Under jit, XLA then all-gathers parameters where they are used and reduce-scatters
+  their gradients, so parameter and optimiser memory per device shrink by ~1/devices.
+  """
+  n = mesh.devices.size
+
+  def rule(a):
+    if a.size < min_size or n == 1:
+      return replicated(mesh)
+    dims = [d for d in sorted(range(a.ndim), key=lambda d: -a.shape[d]) if a.shape[d] % n == 0]
+    if not dims:
+      return replicated(mesh)
+    spec = [None] * a.ndim
+    spec[dims[0]] = DATA_AXIS
+    return NamedSharding(mesh, P(*spec))
+
+  return jax.tree.map(rule, abstract_tree)

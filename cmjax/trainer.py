@@ -59,7 +59,10 @@ class Run:
     init = lambda key: init_train_state(self.model, self.optimizer, key, self.image_shape)
     self.abstract_state = jax.eval_shape(init, stream_key(config.seed, "init"))
     rep = parallel.replicated(self.mesh)
-    self.state_sharding = jax.tree.map(lambda _: rep, self.abstract_state)
+    if config.train.sharding == "fsdp":  # params, EMA and optimiser moments split over devices
+      self.state_sharding = parallel.fsdp_sharding(self.abstract_state, self.mesh)
+    else:  # 'data': replicated parameters
+      self.state_sharding = jax.tree.map(lambda _: rep, self.abstract_state)
     self.batch_sharding = {"image": parallel.batch_sharding(self.mesh)}
     self._init = jax.jit(init, out_shardings=self.state_sharding)
     self._sampler_cache = {}
