@@ -91,6 +91,7 @@ def main(argv: list[str]) -> int:
     return _fail("--workdir is required")
 
   from cmjax import distributed
+  from cmjax.checkpointing import CheckpointSaveError
   from cmjax.config_validation import ConfigError
   from cmjax.trainer import train_and_evaluate
 
@@ -102,7 +103,7 @@ def main(argv: list[str]) -> int:
     train_and_evaluate(config, workdir)
   except ConfigError as e:
     return _fail(str(e))
-  except FloatingPointError as e:  # a non-finite step: the message names the last good checkpoint
+  except (FloatingPointError, CheckpointSaveError) as e:  # the message names what is kept
     print(f"cmjax: error: {e}", file=sys.stderr)
     return 1
   return 0

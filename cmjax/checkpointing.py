@@ -9,11 +9,16 @@ so a checkpoint directory either holds a whole checkpoint or is ignored. No pick
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
 import jax
 import orbax.checkpoint as ocp
+
+
+class CheckpointSaveError(RuntimeError):
+  """A checkpoint could not be written (disk full, no permission, ...)."""
 
 
 class Checkpointer:
@@ -24,6 +29,8 @@ class Checkpointer:
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True)
     self._manager = ocp.CheckpointManager(self.directory, options=options,
                                           item_names=("state", "config", "meta"))
+    self._pending: int | None = None  # step of the save in flight
+    self._failed_reported = False
 
   def latest_step(self) -> int | None:
     """The newest complete checkpoint's step, or None."""
@@ -36,7 +43,11 @@ class Checkpointer:
     """Starts an asynchronous save of checkpoint `step`; returns whether one was started."""
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               config=ocp.args.JsonSave(config), meta=ocp.args.JsonSave(meta))
-    return self._manager.save(step, args=args, force=True)
+    self.wait()  # surfaces a failure of the previous asynchronous save under its own step
+    with self._save_errors(step):
+      started = self._manager.save(step, args=args, force=True)
+    self._pending = step
+    return started
 
   def read_config(self, step: int) -> dict:
     """The config stored with checkpoint `step`, as a dict (nothing else is read)."""
@@ -96,12 +107,42 @@ class Checkpointer:
     self._manager.reload()
 
   def wait(self) -> None:
-    """Blocks until pending asynchronous saves are on disk."""
-    self._manager.wait_until_finished()
+    """Blocks until pending asynchronous saves are on disk (CheckpointSaveError if one failed)."""
+    with self._save_errors(self._pending):
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
-    self._manager.close()
+    try:
+      self.wait()
+    except CheckpointSaveError:
+      if not self._failed_reported:
+        raise
+    finally:
+      self._manager.close()
+
+  @contextlib.contextmanager
+  def _save_errors(self, step):
+    """Turns any failure while writing into one CheckpointSaveError naming what is kept."""
+    try:
+      yield
+    except Exception as e:  # noqa: BLE001 - OSError, tensorstore and Orbax errors alike
+      self._failed_reported = True
+      root = e
+      while root.__cause__ is not None or root.__context__ is not None:
+        root = root.__cause__ or root.__context__
+      msg = " ".join(str(root).split())[-300:]
+      kept = [s for s in self._complete_steps() if s != step]
+      raise CheckpointSaveError(
+          f"writing checkpoint {step} to {self.directory} failed ({type(root).__name__}: {msg}); "
+          f"the checkpoints already there are kept: {kept}") from e
+
+  def _complete_steps(self) -> list[int]:
+    """Steps whose directories Orbax marked complete (read from disk, not from the cache)."""
+    try:
+      self._manager.reload()
+      return sorted(self._manager.all_steps())
+    except Exception:  # noqa: BLE001
+      return []
 
 
 def abstract_with_shardings(abstract_tree, shardings):
