@@ -13,6 +13,7 @@ import pytest
 import launch
 from cmjax import checkpointing
 from cmjax.data import ArraySource
+from _helpers import restore_latest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMOKE = ["--config", "configs/digits_ect.py:smoke"]
@@ -78,17 +79,6 @@ def _wait_for_checkpoint(proc, workdir, min_step, timeout=240):
   raise AssertionError("no checkpoint appeared in time")
 
 
-def _params(workdir):
-  from cmjax.trainer import Run
-  from configs import digits_ect
-  run = Run(digits_ect.get_config("smoke"))
-  ck = checkpointing.Checkpointer(str(workdir / "checkpoints"))
-  state, _ = ck.restore(ck.latest_step(), checkpointing.abstract_with_shardings(
-      run.abstract_state, run.state_sharding))
-  ck.close()
-  return state
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_sigterm_saves_and_exits_zero_then_resumes(tmp_path, sig):
@@ -117,7 +107,7 @@ def test_kill_minus_9_then_relaunch_is_bit_identical(tmp_path):
   assert proc.returncode == -signal.SIGKILL
   assert launch.main(["launch.py", *SMOKE, *args, "--workdir", str(a)]) == 0
   assert launch.main(["launch.py", *SMOKE, *args, "--workdir", str(b)]) == 0
-  sa, sb = _params(a), _params(b)
+  (sa, _), (sb, _) = restore_latest(a), restore_latest(b)
   assert int(sa.step) == int(sb.step) == 12
   for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 
 import launch
-from cmjax import checkpointing
-from cmjax.trainer import Run
+from _helpers import restore_latest
 
 SMOKE = ["launch.py", "--config", "configs/digits_ect.py:smoke"]
 # Every jit compilation lowers to MLIR first (also on a persistent-cache hit); tracing alone
@@ -24,18 +23,6 @@ jax.monitoring.register_event_listener(_record)
 
 def _launch(workdir, *extra):
   return launch.main(SMOKE + ["--workdir", str(workdir), *extra])
-
-
-def _restore(workdir, config_overrides):
-  from configs import digits_ect
-  cfg = digits_ect.get_config("smoke")
-  cfg.update_from_flattened_dict(config_overrides)
-  run = Run(cfg)
-  ck = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
-  state, meta = ck.restore(ck.latest_step(), checkpointing.abstract_with_shardings(
-      run.abstract_state, run.state_sharding))
-  ck.close()
-  return state, meta
 
 
 @pytest.mark.slow
@@ -62,8 +49,8 @@ def test_train_resume_complete_and_refuse_other_config(tmp_path, capsys):
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(b))
 
   # Train 2N == train N, stop, resume, train N: bit-identical parameters and optimiser state.
-  sa, meta_a = _restore(str(a), {"train.num_steps": 4})
-  sb, _ = _restore(str(b), {"train.num_steps": 4})
+  sa, meta_a = restore_latest(a, {"train.num_steps": 4})
+  sb, _ = restore_latest(b, {"train.num_steps": 4})
   assert meta_a["images_seen"] == 64 and int(sa.step) == 4
   for x, y in zip(jax.tree.leaves(sa), jax.tree.leaves(sb)):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))

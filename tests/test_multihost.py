@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import launch
-from cmjax import checkpointing
+from _helpers import restore_latest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARGS = ["--config", "configs/digits_ect.py:smoke", "--config.train.num_steps=4"]
@@ -20,17 +20,6 @@ def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     return s.getsockname()[1]
-
-
-def _state(workdir):
-  from cmjax.trainer import Run
-  from configs import digits_ect
-  run = Run(digits_ect.get_config("smoke"))
-  ck = checkpointing.Checkpointer(str(workdir / "checkpoints"))
-  state, _ = ck.restore(ck.latest_step(), checkpointing.abstract_with_shardings(
-      run.abstract_state, run.state_sharding))
-  ck.close()
-  return state
 
 
 @pytest.mark.slow
@@ -55,7 +44,7 @@ def test_two_processes_match_one_process(tmp_path):
   assert summary["devices"] == 8 and summary["steps"] == 4
 
   assert launch.main(["launch.py", *ARGS, "--workdir", str(single)]) == 0
-  sm, ss = _state(multi), _state(single)
+  (sm, _), (ss, _) = restore_latest(multi), restore_latest(single)
   for a, b in zip(jax.tree.leaves(sm), jax.tree.leaves(ss)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
   # Same samples too (same keys, same parameters): the FDs agree.

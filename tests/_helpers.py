@@ -1,0 +1,19 @@
+"""Helpers shared by the end-to-end tests."""
+import os
+
+
+def restore_latest(workdir, overrides=None):
+  """The TrainState of the newest checkpoint in WORKDIR (a run of configs/digits_ect.py:smoke)."""
+  from cmjax import checkpointing
+  from cmjax.trainer import Run
+  from configs import digits_ect
+
+  cfg = digits_ect.get_config("smoke")
+  if overrides:
+    cfg.update_from_flattened_dict(overrides)
+  run = Run(cfg)
+  ck = checkpointing.Checkpointer(os.path.join(str(workdir), "checkpoints"))
+  state, meta = ck.restore(ck.latest_step(), checkpointing.abstract_with_shardings(
+      run.abstract_state, run.state_sharding))
+  ck.close()
+  return state, meta
