@@ -130,7 +130,10 @@ class Checkpointer:
       root = e
       while root.__cause__ is not None or root.__context__ is not None:
         root = root.__cause__ or root.__context__
-      msg = " ".join(str(root).split())[-300:]
+      full = " ".join(str(root).split())
+      msg = full[-300:]
+      if getattr(root, "errno", None) == 28 or "No space left" in full or "os_error_code='28'" in full:
+        msg = "disk full (ENOSPC): " + msg
       kept = [s for s in self._complete_steps() if s != step]
       raise CheckpointSaveError(
           f"writing checkpoint {step} to {self.directory} failed ({type(root).__name__}: {msg}); "

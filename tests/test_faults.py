@@ -139,21 +139,31 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, capsys):
   assert json.load(open(tmp_path / "summary.json"))["steps"] == 4
 
 
+def _dir_kib(path) -> int:
+  return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs) // 1024
+
+
 def test_disk_full_is_one_clear_error_and_keeps_previous_checkpoints(tmp_path, capsys):
-  """A real ENOSPC: WORKDIR/checkpoints is a 900 KiB tmpfs that holds one checkpoint (~620 KiB)."""
+  """A real ENOSPC: WORKDIR/checkpoints is a tmpfs; after checkpoint 2 it is filled up."""
+  args = [*SMOKE, "--config.train.checkpoint_every=2", "--workdir", str(tmp_path)]
   ckdir = tmp_path / "checkpoints"
   ckdir.mkdir()
-  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=900k", "tmpfs", str(ckdir)],
+  mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(ckdir)],
                            capture_output=True).returncode == 0
   if not mounted:
     pytest.skip("mounting a small tmpfs needs root")
   try:
-    rc = launch.main(["launch.py", *SMOKE, "--config.train.num_steps=6",
-                      "--config.train.checkpoint_every=2", "--workdir", str(tmp_path)])
+    assert launch.main(["launch.py", *args, "--config.train.num_steps=2"]) == 0
+    size = _dir_kib(ckdir / "2") * 1024
+    st = os.statvfs(ckdir)
+    with open(ckdir / "filler", "wb") as f:  # leave a quarter of a checkpoint free
+      f.write(b"\0" * (st.f_bavail * st.f_frsize - size // 4))
+    capsys.readouterr()
+    rc = launch.main(["launch.py", *args, "--config.train.num_steps=6"])
     err = [l for l in capsys.readouterr().err.splitlines() if l.startswith("cmjax:")]
     assert rc == 1 and len(err) == 1, err
     assert "writing checkpoint 4" in err[0] and "kept: [2]" in err[0]
-    assert "No space left" in err[0] or "ENOSPC" in err[0] or "space" in err[0].lower()
+    assert "disk full (ENOSPC)" in err[0]
     ck = checkpointing.Checkpointer(str(ckdir))
     assert ck.all_steps() == [2]
     assert ck.read_config(2)["train"]["checkpoint_every"] == 2   # still readable
