@@ -24,13 +24,6 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
-def check_batch_divisible(batch_size: int, mesh: Mesh, what: str = "batch size") -> None:
-  """Raises ValueError naming the problem if batch_size is not divisible by the device count."""
-  n = mesh.devices.size
-  if batch_size % n:
-    raise ValueError(f"{what} {batch_size} is not divisible by the number of devices ({n})")
-
-
 def global_batch(local: dict, mesh: Mesh) -> dict:
   """Assembles the global batch from this process's share (numpy arrays, leading axis)."""
   sh = batch_sharding(mesh)
