@@ -83,6 +83,29 @@ class EDMPreconditioner:
     return _bcast(c_skip, x) * x + _bcast(c_out, x) * out.astype(x.dtype)
 
 
+@dataclasses.dataclass(frozen=True)
+class TrigFlowPreconditioner:
+  """TrigFlow network output F (sCM, Lu & Song 2024, Sec. 3 / Eq. 6-8).
+
+  x_t = cos(t) x_0 + sin(t) z, z ~ N(0, sd^2 I), t in [0, pi/2]. The backbone sees
+  x_t / sd and c_noise(t) = t and returns F, a velocity prediction in units of sd:
+    diffusion: sd F(x_t / sd, t) ~ v_t = dx_t/dt = cos(t) z - sin(t) x_0,
+    consistency function: f(x_t, t) = cos(t) x_t - sin(t) sd F(x_t / sd, t)
+  (`trigflow_consistency`), so f(x, 0) = x exactly. `__call__` returns F itself, because
+  sCT/sCD need F and its time derivative (by `jax.jvp`).
+  """
+  sigma_data: float = 0.5
+
+  def __call__(self, net, x: Array, t: Array) -> Array:
+    """F(x_t / sd, t) for x (B, ...), t (B,) in [0, pi/2]."""
+    return net(x / self.sigma_data, t).astype(x.dtype)
+
+
+def trigflow_consistency(x: Array, t: Array, F: Array, sigma_data: float) -> Array:
+  """f(x_t, t) = cos(t) x_t - sin(t) sd F (sCM Eq. 8): x (B, ...), t (B,), F like x."""
+  return _bcast(jnp.cos(t), x) * x - _bcast(jnp.sin(t), x) * sigma_data * F
+
+
 def make_model_fn(model, precond) -> Callable:
   """Builds the function every objective and sampler calls.
 
@@ -115,3 +138,18 @@ def make_model_fn(model, precond) -> Callable:
     return jax.vmap(one)(x, t, dropout_keys)
 
   return fn
+
+
+PARAMETRIZATIONS = ("cm", "edm", "trigflow")
+
+
+def build_preconditioner(kind: str, sigma_data: float = 0.5, sigma_min: float = 0.002):
+  """'cm' (consistency function f with the boundary shift), 'edm' (denoiser D) or
+  'trigflow' (network output F, see `TrigFlowPreconditioner`)."""
+  if kind == "cm":
+    return ConsistencyPreconditioner(sigma_data, sigma_min)
+  if kind == "edm":
+    return EDMPreconditioner(sigma_data)
+  if kind == "trigflow":
+    return TrigFlowPreconditioner(sigma_data)
+  raise ValueError(f"unknown parametrization {kind!r}; known: {PARAMETRIZATIONS}")

@@ -13,11 +13,24 @@ from cmjax import schedules
 
 @flax.struct.dataclass
 class TrainState:
-  """step: int32 scalar; params / ema_params: backbone parameters; opt_state: optax state."""
+  """The train state.
+
+  step: int32 scalar; params / ema_params: backbone parameters (EMA for sampling);
+  opt_state: optax state of the trainable pair (params, aux_params);
+  aux_params: trainable parameters owned by the objective (sCM's adaptive weight), {} if none;
+  target_params: the EMA target network theta- of CT/CD, None if the objective has none;
+  teacher_params: a frozen teacher (CD, sCD), None if none. Never updated; saved with the
+    state so a checkpoint is self-contained.
+  distance_params: the LPIPS network when the objective's distance is 'lpips', else None.
+  """
   step: jax.Array
   params: Any
   ema_params: Any
   opt_state: Any
+  aux_params: Any = flax.struct.field(default_factory=dict)
+  target_params: Any = None
+  teacher_params: Any = None
+  distance_params: Any = None
 
 
 def build_optimizer(optim_config) -> optax.GradientTransformation:
@@ -45,9 +58,30 @@ def build_optimizer(optim_config) -> optax.GradientTransformation:
   return optax.chain(*chain)
 
 
-def init_train_state(model, optimizer, key, image_shape) -> TrainState:
-  """Initialises params from `key` with a dummy (1, *image_shape) input; EMA = params."""
+def init_train_state(model, optimizer, key, image_shape, objective=None,
+                     teacher_params=None, init_params=None, distance_params=None) -> TrainState:
+  """A fresh TrainState.
+
+  Args:
+    model: the linen backbone; params come from model.init(key, zeros (1, *image_shape)).
+    optimizer: optax transformation over the pair (params, aux_params).
+    key: PRNG key (params use `key` itself, the objective's aux params fold_in(key, 1)).
+    objective: if given, supplies aux_params (`init_aux`) and whether a target network
+      theta- = params is kept (`uses_target`).
+    teacher_params: frozen teacher parameters stored in the state (CD, sCD).
+    distance_params: the LPIPS parameters (frozen) when the distance is 'lpips'.
+    init_params: start from these backbone parameters instead of random ones (e.g. the
+      teacher's, as CD does in the CM paper).
+  EMA and target start equal to params.
+  """
   x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
   params = model.init(key, x, jnp.zeros((1,), jnp.float32), train=False)["params"]
+  if init_params is not None:
+    params = jax.tree.map(lambda p, q: jnp.asarray(q, p.dtype).reshape(p.shape), params, init_params)
+  aux = objective.init_aux(jax.random.fold_in(key, 1)) if objective is not None else {}
+  uses_target = objective is not None and objective.uses_target
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    ema_params=jax.tree.map(jnp.copy, params), opt_state=optimizer.init(params))
+                    ema_params=jax.tree.map(jnp.copy, params),
+                    opt_state=optimizer.init((params, aux)), aux_params=aux,
+                    target_params=jax.tree.map(jnp.copy, params) if uses_target else None,
+                    teacher_params=teacher_params, distance_params=distance_params)

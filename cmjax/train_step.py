@@ -46,6 +46,11 @@ def make_train_step(model_fn: Callable, objective: Callable, optimizer: optax.Gr
       reports metrics['skipped'] = 1; if False the update is applied as computed and
       the caller is expected to stop on a non-finite loss (the trainer does).
 
+  Objectives with a target network (CT, CD) get it as extra['target'] and it is moved
+  towards the new params with decay objective.target_ema(step); a teacher in the state is
+  passed as extra['teacher']; the objective's own trainable parameters (sCM's adaptive
+  weight) as extra['aux'], optimised jointly with params.
+
   The step computes keys = fold_in(key, state.step) per step and one key per example
   (`example_keys`), so `key` is the run's constant training key and a resumed run
   continues bit-identically. batch: {'image': (B, H, W, C) float32}.
@@ -56,12 +61,16 @@ def make_train_step(model_fn: Callable, objective: Callable, optimizer: optax.Gr
   def train_step(state: TrainState, batch, key):
     x = batch["image"]
     keys = example_keys(key, state.step, x.shape[0], axis_name)
+    frozen = {"target": state.target_params, "teacher": state.teacher_params,
+              "distance": state.distance_params}
 
-    def loss_fn(params):
-      per_example, terms = objective(model_fn, params, x, keys, state.step)
+    def loss_fn(trainable):
+      params, aux = trainable
+      per_example, terms = objective(model_fn, params, x, keys, state.step, {**frozen, "aux": aux})
       return jnp.mean(per_example), terms
 
-    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    trainable = (state.params, state.aux_params)
+    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
     metrics = {"loss": loss, **{k: jnp.mean(v) for k, v in terms.items()}}
     if axis_name is not None:
       grads = jax.lax.pmean(grads, axis_name)
@@ -69,18 +78,23 @@ def make_train_step(model_fn: Callable, objective: Callable, optimizer: optax.Gr
     metrics["grad_norm"] = optax.tree.norm(grads)
     if lr_schedule is not None:
       metrics["lr"] = lr_schedule(state.step)
-    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
+    params, aux = optax.apply_updates(trainable, updates)
     mu = ema_rate(state.step) if callable(ema_rate) else ema_rate
     ema = jax.tree.map(lambda e, p: mu * e + (1.0 - mu) * p, state.ema_params, params)
+    target = state.target_params
+    if target is not None:  # theta- <- stopgrad(mu(k) theta- + (1 - mu(k)) theta) (CM paper, Alg. 2/3)
+      mu_t = objective.target_ema(state.step)
+      target = jax.tree.map(lambda e, p: mu_t * e + (1.0 - mu_t) * p, target, params)
+      metrics["target_ema"] = jnp.asarray(mu_t, jnp.float32)
     if skip_nonfinite:
       finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
       keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-      params, ema = keep(params, state.params), keep(ema, state.ema_params)
-      opt_state = keep(opt_state, state.opt_state)
+      params, ema, aux = keep(params, state.params), keep(ema, state.ema_params), keep(aux, state.aux_params)
+      opt_state, target = keep(opt_state, state.opt_state), keep(target, state.target_params)
       metrics["skipped"] = 1.0 - finite.astype(jnp.float32)
     new_state = state.replace(step=state.step + 1, params=params, ema_params=ema,
-                              opt_state=opt_state)
+                              opt_state=opt_state, aux_params=aux, target_params=target)
     return new_state, metrics
 
   return train_step

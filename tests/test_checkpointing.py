@@ -12,9 +12,10 @@ def test_orbax_round_trip_restores_every_leaf(tmp_path):
   opt = optax.radam(1e-3)
   state = init_train_state(model, opt, jax.random.key(0), (8, 8, 1))
   # Make params, EMA and optimiser moments all different and non-trivial.
-  grads = jax.tree.map(lambda p: jax.numpy.ones_like(p) * 0.1, state.params)
-  updates, opt_state = opt.update(grads, state.opt_state, state.params)
-  state = state.replace(step=state.step + 3, params=optax.apply_updates(state.params, updates),
+  trainable = (state.params, state.aux_params)
+  grads = jax.tree.map(lambda p: jax.numpy.ones_like(p) * 0.1, trainable)
+  updates, opt_state = opt.update(grads, state.opt_state, trainable)
+  state = state.replace(step=state.step + 3, params=optax.apply_updates(trainable, updates)[0],
                         opt_state=opt_state,
                         ema_params=jax.tree.map(lambda p: p * 0.5 + 0.25, state.params))
   mesh = parallel.make_data_mesh()

@@ -18,12 +18,13 @@ import jax
 import jax.numpy as jnp
 
 from cmjax import distances, schedules
+from cmjax.objectives.common import ObjectiveBase, bcast, per_example_normal, split_keys
 
 Array = jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
-class ECTObjective:
+class ECTObjective(ObjectiveBase):
   """ECT loss with its hyperparameters (paper defaults for CIFAR-10 except stage_steps).
 
   Attributes:
@@ -57,7 +58,7 @@ class ECTObjective:
     """1 / q^(stage + a0) at `step` (an optax schedule of the step)."""
     return schedules.ect_decay_schedule(self.q, self.stage_steps, self.initial_exponent)(step)
 
-  def __call__(self, model_fn, params, x: Array, keys: Array, step: Array):
+  def __call__(self, model_fn, params, x: Array, keys: Array, step: Array, extra=None):
     """Per-example ECT loss.
 
     Args:
@@ -67,16 +68,17 @@ class ECTObjective:
       keys: (B,) per-example PRNG keys (see `train_step`): they fix t, z and the
         dropout mask of each example whatever the batch split.
       step: the optimiser step (scalar int), drives the curriculum.
+      extra: unused (the teacher is the online network under stop-gradient).
     Returns:
       (loss (B,), metrics dict of (B,) arrays).
     """
-    split = jax.vmap(lambda k: jax.random.split(k, 3))(keys)
-    t_keys, z_keys, drop_keys = split[:, 0], split[:, 1], split[:, 2]
+    del extra
+    t_keys, z_keys, drop_keys = split_keys(keys, 3)
     t = jax.vmap(lambda k: schedules.lognormal_noise_levels(k, (), self.p_mean, self.p_std))(t_keys)
     t = jnp.clip(t, self.sigma_min, self.sigma_max)
     r = schedules.ect_mapping(t, self.decay(step), self.k, self.b)
-    z = jax.vmap(lambda k: jax.random.normal(k, x.shape[1:], x.dtype))(z_keys)
-    bc = lambda v: v.reshape((-1,) + (1,) * (x.ndim - 1))
+    z = per_example_normal(z_keys, x.shape[1:])
+    bc = lambda v: bcast(v, x)
     x_t = x + bc(t) * z
     at_boundary = r <= self.sigma_min
     r_eval = jnp.maximum(r, self.sigma_min)   # f is defined for r >= sigma_min only

@@ -1,0 +1,101 @@
+"""Pieces every objective shares: per-example randomness, broadcasting, named distances.
+
+Each objective is a small frozen dataclass holding its hyperparameters and called as
+
+  objective(model_fn, params, x, keys, step, extra=None) -> (loss (B,), metrics {name: (B,)})
+
+model_fn(params, x (B, ...), t (B,), dropout_keys (B,) | None) is the preconditioned network
+(`parametrization.make_model_fn`); keys are (B,) per-example keys (`train_step.example_keys`),
+so every random draw of example i depends on its key only; step is the optimiser step that
+drives the curricula; extra holds what some objectives need besides the online parameters:
+  extra['target']   theta-, the EMA target network (CT, CD; `target_ema(step)` gives its decay),
+  extra['teacher']  a frozen pretrained model's parameters (CD, sCD; `teacher_fn` evaluates it),
+  extra['aux']      trainable parameters owned by the objective (sCM's adaptive weight w(t)).
+Class attributes tell the trainer what to build:
+  parametrization   'cm', 'edm' or 'trigflow' (see `parametrization.build_preconditioner`),
+  uses_target       keep an EMA target network in the train state,
+  teacher_method    the objective name a teacher checkpoint must come from (None: no teacher).
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import jax
+
+from cmjax import distances
+
+Array = jax.Array
+
+
+class ObjectiveBase:
+  """Defaults of the objective protocol (see the module docstring)."""
+  parametrization = "cm"
+  uses_target = False
+  teacher_method: Optional[str] = None
+
+  def target_ema(self, step: Array) -> Array:
+    """Decay mu(k) of the target network theta- <- mu theta- + (1 - mu) theta."""
+    raise NotImplementedError(f"{type(self).__name__} keeps no target network")
+
+  def init_aux(self, key: Array) -> dict:
+    """Initial trainable parameters owned by the objective ({} for most)."""
+    del key
+    return {}
+
+
+def split_keys(keys: Array, num: int) -> list[Array]:
+  """(B,) keys -> `num` arrays of (B,) keys: independent streams per example."""
+  split = jax.vmap(lambda k: jax.random.split(k, num))(keys)
+  return [split[:, i] for i in range(num)]
+
+
+def per_example_normal(keys: Array, shape) -> Array:
+  """z_i ~ N(0, I) of `shape` from keys[i]: (B,) keys -> (B, *shape) float32."""
+  return jax.vmap(lambda k: jax.random.normal(k, tuple(shape)))(keys)
+
+
+def bcast(v: Array, x: Array) -> Array:
+  """(B,) -> (B, 1, ..., 1) to broadcast against x (B, ...)."""
+  return v.reshape((-1,) + (1,) * (x.ndim - 1))
+
+
+def per_example_dims(x: Array) -> int:
+  """D, the number of dimensions of one example of x (B, ...)."""
+  n = 1
+  for d in x.shape[1:]:
+    n *= d
+  return n
+
+
+DISTANCE_NAMES = ("l2_squared", "l2", "l1", "pseudo_huber", "lpips")
+
+
+def make_distance(name: str, c: float = 0.0, lpips_params=None, lpips_resize: int = 0) -> Callable:
+  """The per-example distance d(a, b) -> (B,) named in a config.
+
+  'l2_squared' ||a-b||^2 and 'l1' (CM paper's metrics), 'l2' ||a-b||, 'pseudo_huber'
+  sqrt(||a-b||^2 + c^2) - c over the whole example (iCT), 'lpips' (cmjax.lpips; needs its
+  parameters, which the trainer loads from `<method>.lpips_weights` and keeps in the train
+  state as `distance_params`; grayscale images are repeated to 3 channels and, if
+  lpips_resize > 0, both inputs are resized bilinearly to lpips_resize^2 first, as the CM
+  code does with 224).
+  """
+  if name == "l2_squared":
+    return distances.l2_squared
+  if name == "l2":
+    return distances.l2
+  if name == "l1":
+    return distances.l1
+  if name == "pseudo_huber":
+    return lambda a, b: distances.pseudo_huber(a, b, c)
+  if name == "lpips":
+    if lpips_params is None:
+      raise ValueError("distance 'lpips' needs LPIPS parameters (see cmjax.lpips)")
+    from cmjax import lpips
+
+    def d(a, b):
+      if a.shape[-1] == 1:
+        a, b = lpips.repeat_grayscale(a), lpips.repeat_grayscale(b)
+      return lpips.lpips_distance(lpips_params, a, b, lpips_resize or None)
+    return d
+  raise ValueError(f"unknown distance {name!r}; known: {DISTANCE_NAMES}")
