@@ -4,11 +4,21 @@ Field                    Meaning
 ---------------------------------------------------------------------------------------------
 seed                     root PRNG seed: init, data order, training and sampling keys derive from it
 method                   objective name (cmjax.objectives.OBJECTIVES)
-data.name                'digits' (embedded sklearn digits, 8x8x1)
-model.*                  backbone (cmjax.models.MODELS): name and constructor arguments
+data.name                'digits' (embedded sklearn digits, 8x8x1), 'toy2d_gmm8' or 'toy2d_checkerboard'
+                         (2-D distributions with exact metrics)
+model.*                  backbone (cmjax.models.MODELS): name and the constructor arguments of every
+                         model ('unet': channels...groups; 'mlp': hidden, depth, dropout, time_scale);
+                         changing a field the named model does not take is an error
 param.sigma_data         data std sd in the preconditioning (0.5 for pixels in [-1, 1])
 param.sigma_min/max      boundary time eps (f(x, eps) = x) and the largest noise level T
-<method>.*               the objective's hyperparameters (e.g. ect.q, ect.stage_steps)
+<method>.*               the objective's hyperparameters, one section per method: edm, cd, ct, ict,
+                         ect, sct, scd, trigflow (see each class in cmjax/objectives for meanings)
+cd/scd.teacher_workdir   the workdir of the teacher run (an 'edm' run for CD, a 'trigflow' run for
+                         sCD); a missing or mismatched teacher stops the launch with one line
+cd/scd.init_from_teacher start the student from the teacher's EMA weights (same backbone needed)
+cd/ct.distance           'l2_squared', 'l2', 'l1', 'pseudo_huber' (with c) or 'lpips' (then
+                         lpips_weights = an .npz from scripts/convert_lpips_weights.py and
+                         lpips_resize = the side inputs are resized to, 224 as in the CM code)
 optim.name               'radam' or 'adam'; lr, b1, b2, eps, warmup_steps, grad_clip (<=0 off),
                          weight_decay (decoupled, 0 off) are honoured for both
 train.sharding           'data' (replicated parameters) or 'fsdp' (parameters, EMA and optimiser
@@ -24,7 +34,9 @@ train.keep_checkpoints   how many checkpoints to keep
 train.sample_every       steps between PNG grids of EMA samples (0: only at the end)
 eval.num_samples         samples for digits-FD (>= 1000)
 eval.batch_size          sampling batch size
-eval.t_mid               second noise level of 2-step sampling
+eval.t_mid               second noise level of 2-step sampling (TrigFlow time for sct/scd)
+eval.ode_steps           diffusion models (edm, trigflow) are sampled with this many ODE steps
+eval.ode_solver          'heun' or 'euler' (edm)
 eval.grid_rows           the PNG grids show grid_rows x grid_rows samples
 """
 from __future__ import annotations
@@ -35,7 +47,8 @@ import ml_collections
 # the checkpoint's config.
 RESUMABLE_FIELDS = ("train.num_steps", "train.sharding", "train.log_every", "train.checkpoint_every",
                     "train.keep_checkpoints", "train.sample_every", "eval.num_samples",
-                    "eval.batch_size", "eval.grid_rows", "eval.t_mid")
+                    "eval.batch_size", "eval.grid_rows", "eval.t_mid",
+                    "eval.ode_steps", "eval.ode_solver")
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -45,11 +58,26 @@ def get_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(name="digits"))
   c.model = ml_collections.ConfigDict(dict(
       name="unet", channels=32, channel_mult=(1, 2), num_res_blocks=2, dropout=0.1,
-      time_scale=1000.0, groups=8))
+      time_scale=1000.0, groups=8, hidden=256, depth=4))
   c.param = ml_collections.ConfigDict(dict(sigma_data=0.5, sigma_min=0.002, sigma_max=80.0))
   c.ect = ml_collections.ConfigDict(dict(
       p_mean=-1.1, p_std=2.0, q=2.0, stage_steps=25_000, initial_exponent=1, k=8.0, b=1.0, c=0.0,
       weighting="inv_dt"))
+  c.edm = ml_collections.ConfigDict(dict(p_mean=-1.2, p_std=1.2))
+  c.cd = ml_collections.ConfigDict(dict(
+      num_scales=18, solver="heun", mu=0.0, distance="l2_squared", c=0.0, lpips_weights="",
+      lpips_resize=224, rho=7.0,
+      teacher_workdir="", init_from_teacher=True))
+  c.ct = ml_collections.ConfigDict(dict(
+      s0=2, s1=150, total_steps=800_000, mu0=0.9, mu_divisor="official", distance="l2_squared",
+      c=0.0, lpips_weights="", lpips_resize=224, rho=7.0))
+  c.ict = ml_collections.ConfigDict(dict(
+      s0=10, s1=1280, total_steps=400_000, p_mean=-1.1, p_std=2.0, c_per_sqrt_dim=0.00054, rho=7.0))
+  scm = dict(p_mean=-1.0, p_std=1.4, tangent_warmup_steps=10_000, tangent_norm_c=0.1,
+             adaptive_weight=True, t_min=1e-4)
+  c.sct = ml_collections.ConfigDict(scm)
+  c.scd = ml_collections.ConfigDict(dict(scm, teacher_workdir="", init_from_teacher=True))
+  c.trigflow = ml_collections.ConfigDict(dict(p_mean=-1.0, p_std=1.4, adaptive_weight=True))
   c.optim = ml_collections.ConfigDict(dict(
       name="radam", lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, warmup_steps=0, grad_clip=0.0,
       weight_decay=0.0))
@@ -57,5 +85,5 @@ def get_config() -> ml_collections.ConfigDict:
       sharding="data", batch_size=128, num_steps=200_000, ema_rate=0.9999, ema_warmup=False, skip_nonfinite=False, log_every=50,
       checkpoint_every=1000, keep_checkpoints=3, sample_every=0))
   c.eval = ml_collections.ConfigDict(dict(
-      num_samples=2048, batch_size=512, t_mid=0.821, grid_rows=10))
+      num_samples=2048, batch_size=512, t_mid=0.821, grid_rows=10, ode_steps=18, ode_solver="heun"))
   return c

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 from typing import Any, Iterable
 
 
@@ -65,22 +67,88 @@ def validate_config(config, num_devices: int) -> None:
   need(tr.checkpoint_every > 0, f"train.checkpoint_every must be positive, got {tr.checkpoint_every}")
   need(tr.log_every > 0, f"train.log_every must be positive, got {tr.log_every}")
   need(tr.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {tr.keep_checkpoints}")
-  need(ev.num_samples >= 1000, f"eval.num_samples must be >= 1000 for digits-FD, got {ev.num_samples}")
+  toy = config.data.name.startswith("toy2d_")
+  if toy:
+    need(ev.num_samples >= 256, f"eval.num_samples must be >= 256 for the 2-D metrics, got {ev.num_samples}")
+  else:
+    need(ev.num_samples >= 1000, f"eval.num_samples must be >= 1000 for digits-FD, got {ev.num_samples}")
   need(0 < pa.sigma_min < pa.sigma_max, f"need 0 < param.sigma_min < param.sigma_max, got "
        f"{pa.sigma_min}, {pa.sigma_max}")
-  need(pa.sigma_min < ev.t_mid < pa.sigma_max,
-       f"eval.t_mid {ev.t_mid} must lie in (sigma_min, sigma_max) = ({pa.sigma_min}, {pa.sigma_max})")
-  m = config.model
-  need(m.channels > 0 and m.channels % m.groups == 0,
-       f"model.channels {m.channels} must be a positive multiple of model.groups {m.groups}")
+  need(pa.sigma_data > 0, f"param.sigma_data must be positive, got {pa.sigma_data}")
+  if config.method in ("sct", "scd"):
+    need(0 < ev.t_mid < math.pi / 2, f"eval.t_mid {ev.t_mid} is a TrigFlow time for {config.method}: "
+         f"it must lie in (0, pi/2)")
+  else:
+    need(pa.sigma_min < ev.t_mid < pa.sigma_max,
+         f"eval.t_mid {ev.t_mid} must lie in (sigma_min, sigma_max) = ({pa.sigma_min}, {pa.sigma_max})")
+  need(ev.ode_steps >= 1, f"eval.ode_steps must be >= 1, got {ev.ode_steps}")
+  need(ev.ode_solver in ("heun", "euler"), f"unknown eval.ode_solver {ev.ode_solver!r}; known: 'heun', 'euler'")
+  _check_model(config, need)
+  _check_method(config, need)
+
+
+def _check_model(config, need) -> None:
+  from cmjax import config_base
+  from cmjax.models import model_fields
+
+  m, base = config.model, config_base.get_config().model
+  fields = model_fields(m.name)
+  for key in m.keys():
+    if key != "name" and key not in fields:
+      need(m[key] == base[key], f"model.{key} is not an argument of model {m.name!r} "
+           f"(it takes {sorted(fields)})")
   need(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}")
-  if config.method == "ect":
-    e = config.ect
-    need(e.q > 1, f"ect.q must be > 1, got {e.q}")
-    need(e.stage_steps > 0, f"ect.stage_steps must be positive, got {e.stage_steps}")
-    need(e.initial_exponent >= 0, f"ect.initial_exponent must be >= 0, got {e.initial_exponent}")
-    need(e.c >= 0, f"ect.c must be >= 0, got {e.c}")
-    need(e.weighting in ("inv_dt", "snr_plus"), f"unknown ect.weighting {e.weighting!r}")
+  if m.name == "unet":
+    need(m.channels > 0 and m.channels % m.groups == 0,
+         f"model.channels {m.channels} must be a positive multiple of model.groups {m.groups}")
+  need(m.name == "mlp" or not config.data.name.startswith("toy2d_"),
+       f"data {config.data.name} is 2-D points: it needs model.name='mlp', not {m.name!r}")
+  if m.name == "mlp":
+    need(m.hidden > 0 and m.depth >= 1, f"model.hidden and model.depth must be positive, got "
+         f"{m.hidden}, {m.depth}")
+
+
+def _check_method(config, need) -> None:
+  """Per-method hyperparameter checks (only the section of config.method is read)."""
+  method = config.method
+  s = config[method]
+  if "p_std" in s:
+    need(s.p_std > 0, f"{method}.p_std must be positive, got {s.p_std}")
+  if "distance" in s:
+    from cmjax.objectives.common import DISTANCE_NAMES
+    need(s.distance in DISTANCE_NAMES, f"unknown {method}.distance {s.distance!r}; known: {DISTANCE_NAMES}")
+    need(s.c >= 0, f"{method}.c must be >= 0, got {s.c}")
+    if s.distance == "lpips":
+      need(not config.data.name.startswith("toy2d_"), f"{method}.distance 'lpips' needs images, "
+           f"not {config.data.name}")
+      need(bool(s.lpips_weights), f"{method}.distance is 'lpips' but {method}.lpips_weights is empty "
+           f"(convert weights with scripts/convert_lpips_weights.py)")
+      need(os.path.isfile(s.lpips_weights), f"{method}.lpips_weights: no such file {s.lpips_weights!r}")
+      need(s.lpips_resize >= 0, f"{method}.lpips_resize must be >= 0, got {s.lpips_resize}")
+  if method == "ect":
+    need(s.q > 1, f"ect.q must be > 1, got {s.q}")
+    need(s.stage_steps > 0, f"ect.stage_steps must be positive, got {s.stage_steps}")
+    need(s.initial_exponent >= 0, f"ect.initial_exponent must be >= 0, got {s.initial_exponent}")
+    need(s.c >= 0, f"ect.c must be >= 0, got {s.c}")
+    need(s.weighting in ("inv_dt", "snr_plus"), f"unknown ect.weighting {s.weighting!r}")
+  elif method == "cd":
+    need(s.num_scales >= 2, f"cd.num_scales must be >= 2, got {s.num_scales}")
+    need(s.solver in ("heun", "euler"), f"unknown cd.solver {s.solver!r}; known: 'heun', 'euler'")
+    need(0.0 <= s.mu < 1.0, f"cd.mu must be in [0, 1), got {s.mu}")
+  elif method in ("ct", "ict"):
+    need(1 <= s.s0 <= s.s1, f"{method}.s0 and s1 must satisfy 1 <= s0 <= s1, got {s.s0}, {s.s1}")
+    need(s.total_steps > 0, f"{method}.total_steps must be positive, got {s.total_steps}")
+    if method == "ct":
+      need(0.0 < s.mu0 < 1.0, f"ct.mu0 must be in (0, 1), got {s.mu0}")
+      need(s.mu_divisor in ("paper", "official"),
+           f"unknown ct.mu_divisor {s.mu_divisor!r}; known: 'paper', 'official'")
+      need(s.s0 >= 2 or s.mu_divisor == "paper",
+           "ct.s0 must be >= 2 with mu_divisor 'official' (it divides by N(k) - 1)")
+    else:
+      need(s.c_per_sqrt_dim >= 0, f"ict.c_per_sqrt_dim must be >= 0, got {s.c_per_sqrt_dim}")
+  elif method in ("sct", "scd"):
+    need(s.tangent_warmup_steps >= 0, f"{method}.tangent_warmup_steps must be >= 0")
+    need(0 < s.t_min < math.pi / 2, f"{method}.t_min must be in (0, pi/2), got {s.t_min}")
 
 
 def check_resume_compatible(saved: dict, config, workdir: str, allowed: Iterable[str]) -> None:

@@ -5,6 +5,7 @@ PNG grids of EMA samples and WORKDIR/summary.json.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -18,14 +19,16 @@ from jax.experimental import multihost_utils
 from tqdm.auto import tqdm
 
 from cmjax import checkpointing, config_base, parallel, sampling
+from cmjax.evaluation.run_eval import evaluate, save_samples_picture
 from cmjax.config_validation import (check_resume_compatible, config_to_json_dict,
                                      validate_config)
 from cmjax.data import IMAGE_SHAPES, build_source
-from cmjax.images import save_grid
 from cmjax.models import build_model
-from cmjax.objectives import build_objective
+from cmjax.objectives import DIFFUSION_METHODS, build_objective
 from cmjax.preemption import PreemptionGuard
-from cmjax.parametrization import ConsistencyPreconditioner, make_model_fn
+from cmjax.parametrization import build_preconditioner, make_model_fn
+from cmjax.samplers import make_sample_fn, named_samplers
+from cmjax.teacher import load_teacher
 from cmjax.run_logging import ScalarWriter, write_json_atomic
 from cmjax.schedules import ema_decay_schedule, warmup_constant_lr
 from cmjax.train_state import build_optimizer, init_train_state
@@ -51,14 +54,33 @@ class Run:
     self.mesh = parallel.make_data_mesh()
     self.image_shape = IMAGE_SHAPES[config.data.name]
     self.model = build_model(config.model)
-    self.precond = ConsistencyPreconditioner(config.param.sigma_data, config.param.sigma_min)
+    objective = build_objective(config)
+    self.precond = build_preconditioner(objective.parametrization, config.param.sigma_data,
+                                        config.param.sigma_min)
     self.model_fn = make_model_fn(self.model, self.precond)
-    self.objective = build_objective(config)
+    self.named_samplers = named_samplers(config, objective.parametrization,
+                                         config.method in DIFFUSION_METHODS)
+    rep = parallel.replicated(self.mesh)
+    self.teacher = None
+    if objective.teacher_method is not None:  # CD, sCD: refuse to start without the teacher
+      self.teacher = load_teacher(config, objective, self.mesh)
+      objective = dataclasses.replace(objective, teacher_fn=self.teacher.fn)
+    self.objective = objective
     self.optimizer = build_optimizer(config.optim)
     self.lr_schedule = warmup_constant_lr(config.optim.lr, config.optim.warmup_steps)
-    init = lambda key: init_train_state(self.model, self.optimizer, key, self.image_shape)
-    self.abstract_state = jax.eval_shape(init, stream_key(config.seed, "init"))
-    rep = parallel.replicated(self.mesh)
+    self._frozen = {"teacher_params": self.teacher.params if self.teacher is not None else None,
+                    "distance_params": None}
+    if config[config.method].get("distance") == "lpips":
+      from cmjax.lpips import load_lpips_params
+      self._frozen["distance_params"] = load_lpips_params(config[config.method].lpips_weights)
+    from_teacher = self.teacher is not None and config[config.method].init_from_teacher
+
+    def init(key, frozen):  # frozen arrays are arguments, not constants baked into the program
+      init_params = frozen["teacher_params"] if from_teacher else None
+      return init_train_state(self.model, self.optimizer, key, self.image_shape, objective,
+                              init_params=init_params, **frozen)
+
+    self.abstract_state = jax.eval_shape(init, stream_key(config.seed, "init"), self._frozen)
     if config.train.sharding == "fsdp":  # params, EMA and optimiser moments split over devices
       self.state_sharding = parallel.fsdp_sharding(self.abstract_state, self.mesh)
     else:  # 'data': replicated parameters
@@ -74,7 +96,7 @@ class Run:
                               out_shardings=(self.state_sharding, rep), donate_argnums=0)
 
   def init_state(self):
-    return self._init(stream_key(self.config.seed, "init"))
+    return self._init(stream_key(self.config.seed, "init"), self._frozen)
 
   def compile_train_step(self):
     """AOT-compiles the train step; returns (compiled, seconds)."""
@@ -87,22 +109,22 @@ class Run:
     compiled = self.train_step.lower(state, batch, key).compile()
     return compiled, time.perf_counter() - t0
 
-  def _sampler(self, sigmas: tuple):
-    """The jitted sampler for one tuple of noise levels (compiled once per run)."""
-    if sigmas not in self._sampler_cache:
+  def _sampler(self, spec: tuple):
+    """The jitted sampler for one sampler spec (`cmjax.samplers`), compiled once per run."""
+    if spec not in self._sampler_cache:
       sh = parallel.batch_sharding(self.mesh)
       bs, shape = self.config.eval.batch_size, self.image_shape
+      fn = make_sample_fn(spec, self.model_fn, self.config.param)
 
       def sample(params, z_key, renoise_key, start):
         z = jax.lax.with_sharding_constraint(sampling.sample_noise(z_key, bs, shape, start), sh)
-        return sampling.multistep_sample(self.model_fn, params, z, sigmas, renoise_key,
-                                         self.config.param.sigma_min, first_index=start)
+        return fn(params, z, renoise_key, start)
 
-      self._sampler_cache[sigmas] = jax.jit(sample, out_shardings=sh)
-    return self._sampler_cache[sigmas]
+      self._sampler_cache[spec] = jax.jit(sample, out_shardings=sh)
+    return self._sampler_cache[spec]
 
-  def generate(self, params, num: int, sigmas, seed_offset: int = 0) -> np.ndarray:
-    """`num` samples (num, H, W, C) from `params` with noise levels `sigmas`, on the mesh.
+  def generate(self, params, num: int, spec: tuple, seed_offset: int = 0) -> np.ndarray:
+    """`num` samples (num, ...) from `params` with sampler `spec` (`cmjax.samplers`), on the mesh.
 
     Sample i depends only on (config.seed, seed_offset, i), not on the batch size or the
     device count. Every process must call this (it is a collective); all get all samples.
@@ -111,7 +133,7 @@ class Run:
     seed, rep = self.config.seed, parallel.replicated(self.mesh)
     z_key, renoise_key = jax.jit(lambda: tuple(jax.random.split(jax.random.fold_in(
         stream_key(seed, "sample"), seed_offset))), out_shardings=(rep, rep))()
-    fn = self._sampler(tuple(float(s) for s in sigmas))
+    fn = self._sampler(spec)
     out = []
     for start in range(0, num, bs):
       x = fn(params, z_key, renoise_key, start)
@@ -119,36 +141,14 @@ class Run:
     return np.concatenate(out)[:num]
 
 
-def _samplers(config) -> tuple:
-  """(name, noise levels) of the 1-step and 2-step samplers reported everywhere."""
-  p = config.param
-  return (("1step", [p.sigma_max]), ("2step", [p.sigma_max, config.eval.t_mid]))
-
-
 def _sample_grids(run: Run, params, workdir: str, tag: str, is_main: bool) -> None:
-  """PNG grids of 1- and 2-step samples (every process samples; process 0 writes)."""
+  """Pictures of samples of every sampler (every process samples; process 0 writes)."""
   rows = run.config.eval.grid_rows
-  for name, sigmas in _samplers(run.config):
-    imgs = run.generate(params, rows * rows, sigmas)
+  for name, spec in run.named_samplers:
+    imgs = run.generate(params, rows * rows, spec)
     if is_main:
-      save_grid(imgs, os.path.join(workdir, "samples", f"{tag}_{name}.png"), rows)
-
-
-def evaluate(run: Run, params, workdir: str, is_main: bool = True) -> dict:
-  """digits-FD of 1-step and 2-step EMA samples and the real-vs-real floor, plus final grids."""
-  from cmjax.evaluation import digits_fd, digits_fd_data_floor
-
-  c = run.config
-  out = {}
-  for name, sigmas in _samplers(c):
-    imgs = run.generate(params, c.eval.num_samples, sigmas)
-    out[f"fd_digits_{name}"] = float(digits_fd(imgs))
-    if is_main:
-      save_grid(imgs, os.path.join(workdir, f"samples_{name}.png"), c.eval.grid_rows)
-  out["fd_digits_data"] = float(digits_fd_data_floor())
-  out["fd_num_samples"] = int(c.eval.num_samples)
-  out["t_mid"] = float(c.eval.t_mid)
-  return out
+      save_samples_picture(imgs, os.path.join(workdir, "samples", f"{tag}_{name}.png"),
+                           run.config.data.name, rows)
 
 
 def train_and_evaluate(config, workdir: str) -> dict:

@@ -43,10 +43,18 @@ def _digits(config, process_index, process_count):
                      process_index, process_count)
 
 
-DATASETS = {"digits": _digits}
-IMAGE_SHAPES = {"digits": DIGITS_SHAPE}
+def _toy2d(name):
+  def build(config, process_index, process_count):
+    from cmjax.data.toy2d import Toy2DSource
+    return Toy2DSource(name, config.train.batch_size, config.seed, process_index, process_count)
+  return build
 
 
-def build_source(config, process_index: int = 0, process_count: int = 1) -> ArraySource:
-  """The training source named by config.data.name."""
+DATASETS = {"digits": _digits, "toy2d_gmm8": _toy2d("gmm8"),
+            "toy2d_checkerboard": _toy2d("checkerboard")}
+IMAGE_SHAPES = {"digits": DIGITS_SHAPE, "toy2d_gmm8": (2,), "toy2d_checkerboard": (2,)}
+
+
+def build_source(config, process_index: int = 0, process_count: int = 1):
+  """The training source named by config.data.name (`.batch(step)` -> {'image': local batch})."""
   return DATASETS[config.data.name](config, process_index, process_count)
