@@ -100,9 +100,21 @@ def edm_sample(denoiser_fn, params, z: Array, sigmas: Sequence[float], solver: s
   """
   x = sigmas[0] * z
   denoise = lambda v, s: denoiser_fn(params, v, s)
-  for s_from, s_to in zip(sigmas[:-1], sigmas[1:]):
-    x = ode_step(denoise, x, s_from, s_to, solver)
+  last_to_zero = sigmas[-1] == 0
+  body = sigmas[:-1] if last_to_zero else sigmas
+  x = _scan_steps(lambda v, a, b: ode_step(denoise, v, a, b, solver), x, jnp.asarray(body[:-1]),
+                  jnp.asarray(body[1:]))
+  if last_to_zero:  # the final step to 0 is Euler (Heun would divide by 0)
+    x = ode_step(denoise, x, sigmas[-2], 0.0, "euler")
   return x
+
+
+def _scan_steps(step, x: Array, froms: Array, tos: Array) -> Array:
+  """x after step(x, froms[i], tos[i]) for every i, as one `lax.scan` (the network is compiled
+  once, not once per step)."""
+  if froms.shape[0] == 0:
+    return x
+  return jax.lax.scan(lambda v, ab: (step(v, ab[0], ab[1]), None), x, (froms, tos))[0]
 
 
 def _per_example_noise(key: Array, j: int, first_index, shape, dtype) -> Array:
@@ -151,14 +163,16 @@ def trigflow_ode_sample(F_fn, params, z: Array, times: Sequence[float], sigma_da
     x <- cos(s) x0_hat + sin(s) z_hat.
   times: decreasing, ending at 0 (e.g. arctan of `edm_sigmas` / sd, with pi/2 first).
   """
-  x = sigma_data * z
   b = z.shape[0]
-  for t, s in zip(times[:-1], times[1:]):
+
+  def step(x, t, s):
     F = F_fn(params, x, jnp.full((b,), t, z.dtype))
     x0 = jnp.cos(t) * x - jnp.sin(t) * sigma_data * F
     zh = jnp.sin(t) * x + jnp.cos(t) * sigma_data * F
-    x = jnp.cos(s) * x0 + jnp.sin(s) * zh
-  return x
+    return jnp.cos(s) * x0 + jnp.sin(s) * zh
+
+  t = jnp.asarray(times, jnp.float32)
+  return _scan_steps(step, sigma_data * z, t[:-1], t[1:])
 
 
 def trigflow_ode_times(num_steps: int = 18, sigma_min: float = 0.002, sigma_max: float = 80.0,
@@ -167,3 +181,35 @@ def trigflow_ode_times(num_steps: int = 18, sigma_min: float = 0.002, sigma_max:
   import math
   s = edm_sigmas(num_steps, sigma_min, sigma_max, rho)
   return [math.pi / 2] + [math.atan(v / sigma_data) for v in s[1:]]
+
+
+def edm_ode_from(denoiser_fn, params, x: Array, sigma: Array, steps: int = 18,
+                 sigma_end: float = 0.002, rho: float = 7.0, solver: str = "heun") -> Array:
+  """A diffusion model's own consistency function: its PF-ODE from per-example levels to sigma_end.
+
+  x: (B, ...) at noise levels sigma (B,); each example follows its own Karras grid (rho = 7)
+  from sigma to sigma_end in `steps` Heun (or Euler) steps. Returns (B, ...).
+  """
+  lo, hi = sigma_end ** (1 / rho), sigma ** (1 / rho)
+  grid = (hi[None] + (jnp.arange(steps + 1) / steps)[:, None] * (lo - hi[None])) ** rho   # (S+1, B)
+  denoise = lambda v, s: denoiser_fn(params, v, s)
+  return _scan_steps(lambda v, a, b: ode_step(denoise, v, a, b, solver), x, grid[:-1], grid[1:])
+
+
+def trigflow_ode_from(F_fn, params, x: Array, t: Array, steps: int = 18, sigma_end: float = 0.002,
+                      sigma_data: float = 0.5, rho: float = 7.0) -> Array:
+  """A TrigFlow diffusion model's PF-ODE from per-example times t (B,) to ~0, by DDIM steps
+  (`trigflow_ode_sample`) on the Karras grid mapped to TrigFlow time. Returns x0 (B, ...)."""
+  bc = lambda v: v.reshape((-1,) + (1,) * (x.ndim - 1))
+  lo, hi = sigma_end ** (1 / rho), (sigma_data * jnp.tan(t)) ** (1 / rho)
+  frac = (jnp.arange(steps + 1) / steps)[:, None]
+  times = jnp.arctan((hi[None] + frac * (lo - hi[None])) ** rho / sigma_data)      # (S+1, B)
+  times = times.at[0].set(t).at[-1].set(0.0)
+
+  def step(x, a, b):
+    F = F_fn(params, x, a)
+    x0 = bc(jnp.cos(a)) * x - bc(jnp.sin(a)) * sigma_data * F
+    zh = bc(jnp.sin(a)) * x + bc(jnp.cos(a)) * sigma_data * F
+    return bc(jnp.cos(b)) * x0 + bc(jnp.sin(b)) * zh
+
+  return _scan_steps(step, x, times[:-1], times[1:])
