@@ -1,6 +1,7 @@
 """Train and evaluate a consistency model.
 
   python launch.py --config configs/digits_ect.py[:variant] [--config.a.b=v ...] --workdir DIR
+  python launch.py --config configs/toy2d_cd.py --workdir DIR --mode trajectories   # after training
 
 Multi-host: run the same command on every host; JAX detects Cloud TPU pods and SLURM,
 otherwise add --coordinator_address=HOST:PORT --num_processes=N --process_id=I.
@@ -37,14 +38,17 @@ def _define_and_parse(fv, argv):
                                            flag_values=fv, lock_config=True)
   workdir = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, samples, "
                                 "summary.json.", flag_values=fv)
-  flags.DEFINE_enum("mode", "train", ["train"], "What to do (train ends with the evaluation).",
+  flags.DEFINE_enum("mode", "train", ["train", "trajectories"],
+                    "train (ends with the evaluation) or trajectories (toy2d_gmm8: exact PF-ODE "
+                    "trajectories and the trained model's f along them, WORKDIR/trajectories.png).",
                     flag_values=fv)
   flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.",
                       flag_values=fv)
   flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.", flag_values=fv)
   flags.DEFINE_integer("process_id", None, "Multi-host: this process's index.", flag_values=fv)
   fv(argv)
-  return config.value, workdir.value, (fv.coordinator_address, fv.num_processes, fv.process_id)
+  return config.value, workdir.value, fv.mode, (fv.coordinator_address, fv.num_processes,
+                                                fv.process_id)
 
 
 def _fail(msg: str) -> int:
@@ -72,7 +76,7 @@ def main(argv: list[str]) -> int:
   """Parses flags from argv (argv[0] is the program name) and runs; returns the exit code."""
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # configs/ import their base
   try:
-    config, workdir, cluster = _parse(argv)
+    config, workdir, mode, cluster = _parse(argv)
     if config is not None:
       config.to_dict()  # a config file that failed to load raises here
   except OSError as e:
@@ -93,14 +97,17 @@ def main(argv: list[str]) -> int:
   from cmjax import distributed
   from cmjax.checkpointing import CheckpointSaveError
   from cmjax.config_validation import ConfigError
-  from cmjax.trainer import train_and_evaluate
+  from cmjax.trainer import train_and_evaluate, trajectories
 
   try:
     distributed.initialize(*cluster)  # before any other JAX call
   except ValueError as e:
     return _fail(str(e))
   try:
-    train_and_evaluate(config, workdir)
+    if mode == "trajectories":
+      trajectories(config, workdir)
+    else:
+      train_and_evaluate(config, workdir)
   except ConfigError as e:
     return _fail(str(e))
   except (FloatingPointError, CheckpointSaveError) as e:  # the message names what is kept

@@ -16,6 +16,7 @@ param.sigma_min/max      boundary time eps (f(x, eps) = x) and the largest noise
 cd/scd.teacher_workdir   the workdir of the teacher run (an 'edm' run for CD, a 'trigflow' run for
                          sCD); a missing or mismatched teacher stops the launch with one line
 cd/scd.init_from_teacher start the student from the teacher's EMA weights (same backbone needed)
+cd.exact_teacher         CD-exact: the teacher is the exact denoiser of toy2d_gmm8 (no workdir)
 cd/ct.distance           'l2_squared', 'l2', 'l1', 'pseudo_huber' (with c) or 'lpips' (then
                          lpips_weights = an .npz from scripts/convert_lpips_weights.py and
                          lpips_resize = the side inputs are resized to, 224 as in the CM code)
@@ -67,7 +68,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.cd = ml_collections.ConfigDict(dict(
       num_scales=18, solver="heun", mu=0.0, distance="l2_squared", c=0.0, lpips_weights="",
       lpips_resize=224, rho=7.0,
-      teacher_workdir="", init_from_teacher=True))
+      teacher_workdir="", init_from_teacher=True, exact_teacher=False))
   c.ct = ml_collections.ConfigDict(dict(
       s0=2, s1=150, total_steps=800_000, mu0=0.9, mu_divisor="official", distance="l2_squared",
       c=0.0, lpips_weights="", lpips_resize=224, rho=7.0))

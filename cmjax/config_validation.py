@@ -132,6 +132,12 @@ def _check_method(config, need) -> None:
     need(s.c >= 0, f"ect.c must be >= 0, got {s.c}")
     need(s.weighting in ("inv_dt", "snr_plus"), f"unknown ect.weighting {s.weighting!r}")
   elif method == "cd":
+    if s.exact_teacher:
+      need(config.data.name == "toy2d_gmm8", f"cd.exact_teacher needs data toy2d_gmm8 (the mixture "
+           f"whose denoiser is known), not {config.data.name}")
+      need(not s.init_from_teacher and not s.teacher_workdir,
+           "cd.exact_teacher has no teacher weights: set cd.init_from_teacher=False and leave "
+           "cd.teacher_workdir empty")
     need(s.num_scales >= 2, f"cd.num_scales must be >= 2, got {s.num_scales}")
     need(s.solver in ("heun", "euler"), f"unknown cd.solver {s.solver!r}; known: 'heun', 'euler'")
     need(0.0 <= s.mu < 1.0, f"cd.mu must be in [0, 1), got {s.mu}")

@@ -58,17 +58,22 @@ class Run:
     self.precond = build_preconditioner(objective.parametrization, config.param.sigma_data,
                                         config.param.sigma_min)
     self.model_fn = make_model_fn(self.model, self.precond)
-    self.named_samplers = named_samplers(config, objective.parametrization,
-                                         config.method in DIFFUSION_METHODS)
+    self.diffusion = config.method in DIFFUSION_METHODS
+    self.named_samplers = named_samplers(config, objective.parametrization, self.diffusion)
     rep = parallel.replicated(self.mesh)
     self.teacher = None
-    if objective.teacher_method is not None:  # CD, sCD: refuse to start without the teacher
+    exact_teacher = config.method == "cd" and config.cd.exact_teacher
+    if exact_teacher:  # CD-exact: the analytic denoiser of the 2-D mixture (no parameters)
+      from cmjax.exact_gmm import gmm8, jax_denoiser
+      objective = dataclasses.replace(objective, teacher_fn=jax_denoiser(gmm8()))
+    elif objective.teacher_method is not None:  # CD, sCD: refuse to start without the teacher
       self.teacher = load_teacher(config, objective, self.mesh)
       objective = dataclasses.replace(objective, teacher_fn=self.teacher.fn)
     self.objective = objective
     self.optimizer = build_optimizer(config.optim)
     self.lr_schedule = warmup_constant_lr(config.optim.lr, config.optim.warmup_steps)
-    self._frozen = {"teacher_params": self.teacher.params if self.teacher is not None else None,
+    teacher_params = self.teacher.params if self.teacher is not None else ({} if exact_teacher else None)
+    self._frozen = {"teacher_params": teacher_params,
                     "distance_params": None}
     if config[config.method].get("distance") == "lpips":
       from cmjax.lpips import load_lpips_params
@@ -207,6 +212,8 @@ def _resume_train_evaluate(run: Run, ckpt, workdir: str, is_main: bool) -> dict:
       "method": config.method,
       "devices": jax.device_count(),
       "nonfinite_skipped": skipped,
+      **({"teacher": {"workdir": os.path.abspath(config[config.method].teacher_workdir),
+                      "step": run.teacher.step}} if run.teacher is not None else {}),
       **result,
   }
   if is_main:
@@ -291,3 +298,37 @@ def _report(done: int, metrics, writer, pbar, live: dict, skipped: list, config,
   if done % config.train.log_every == 0 or done == config.train.num_steps:
     writer.scalars(done, {f"train/{k}": v for k, v in values.items()})
     pbar.set_postfix(loss=f"{values['loss']:.4f}", **live, refresh=False)
+
+
+def trajectories(config, workdir: str) -> dict:
+  """`--mode trajectories`: WORKDIR/trajectories.png from the newest checkpoint's EMA params.
+
+  Needs a toy2d_gmm8 run (the exact PF-ODE is known there); returns and prints the mean
+  distance of the model's f along each exact trajectory to the trajectory's end.
+  """
+  from cmjax.config_validation import ConfigError
+  from cmjax.evaluation.trajectories import write_trajectories
+
+  if config.data.name != "toy2d_gmm8":
+    raise ConfigError(f"--mode trajectories needs data toy2d_gmm8 (exact trajectories), not "
+                      f"{config.data.name}")
+  workdir = os.path.abspath(workdir)
+  run = Run(config)
+  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
+  try:
+    if ckpt.latest_step() is None:
+      raise ConfigError(f"no checkpoint in {ckpt.directory}: train first (--mode train)")
+    check = lambda saved: check_resume_compatible(saved, config, workdir, config_base.RESUMABLE_FIELDS)
+    target = checkpointing.abstract_with_shardings(run.abstract_state, run.state_sharding)
+    found = ckpt.restore_newest(target, check)
+  finally:
+    ckpt.close()
+  if found is None:
+    raise ConfigError(f"no readable checkpoint in {os.path.join(workdir, 'checkpoints')}")
+  step, state, _ = found
+  out = write_trajectories(run, state.ema_params, workdir, jax.process_index() == 0)
+  out["step"] = step
+  print(f"cmjax: wrote {out['path']} (checkpoint {step}); mean distance of f to the trajectory end "
+        f"{out['mean_distance_to_end']:.4f} over {out['num_trajectories']} trajectories x "
+        f"{out['marks_per_trajectory']} points")
+  return out

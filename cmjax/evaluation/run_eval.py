@@ -27,7 +27,8 @@ def evaluate(run, params, workdir: str, is_main: bool = True) -> dict:
 
   digits: fd_digits_<sampler> (and the real-vs-real floor fd_digits_data).
   toy2d_*: swd_<sampler> (sliced Wasserstein-1 to exact samples), modes_covered_<sampler>
-  (fraction of the 8 modes) and near_modes_<sampler> (share of samples near a mode).
+  (fraction of the 8 modes) and near_modes_<sampler> (share of samples near a mode); for
+  toy2d_gmm8 also consistency_error_{small,medium,large} (`evaluation.consistency_error`).
   Every process samples; process 0 writes WORKDIR/samples_<sampler>.png.
   """
   c = run.config
@@ -45,6 +46,12 @@ def evaluate(run, params, workdir: str, is_main: bool = True) -> dict:
       out[f"fd_digits_{name}"] = float(digits_fd(imgs))
     if is_main:
       save_samples_picture(imgs, os.path.join(workdir, f"samples_{name}.png"), data, c.eval.grid_rows)
+  if data == "toy2d_gmm8":  # the exact consistency function is known: measure the distance to it
+    from cmjax.evaluation.consistency_error import consistency_errors, model_consistency_fn
+    from cmjax.exact_gmm import gmm8
+    fn = model_consistency_fn(run.model_fn, run.objective.parametrization, run.diffusion,
+                              c.param, c.eval.ode_steps)
+    out.update(consistency_errors(fn, params, gmm8(), seed=c.seed))
   if not is_toy2d(data):
     from cmjax.evaluation import digits_fd_data_floor
     out["fd_digits_data"] = float(digits_fd_data_floor())

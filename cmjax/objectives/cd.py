@@ -35,6 +35,7 @@ class CDObjective(ObjectiveBase):
     distance, c: d(a, b) by name (`common.make_distance`) and the pseudo-Huber c.
     teacher_workdir: the EDM run to distil (read by the trainer).
     init_from_teacher: start the student from the teacher's EMA weights (CM paper).
+    exact_teacher: the teacher is the exact denoiser of the 2-D mixture (`exact_gmm`).
     teacher_fn: D(teacher_params, x, s) (set by the trainer; eval mode).
     lpips_weights, lpips_resize: LPIPS weights file (.npz from scripts/convert_lpips_weights.py)
       and the size inputs are resized to (0: none), when distance='lpips'.
@@ -49,6 +50,7 @@ class CDObjective(ObjectiveBase):
   rho: float = 7.0
   teacher_workdir: str = ""
   init_from_teacher: bool = True
+  exact_teacher: bool = False
   sigma_data: float = 0.5
   sigma_min: float = 0.002
   sigma_max: float = 80.0
