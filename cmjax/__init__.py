@@ -5,21 +5,40 @@ The functional pieces a user composes in their own loop (see README, "Functional
 from cmjax.distances import l1, l2, l2_squared, pseudo_huber
 from cmjax.evaluation import digits_fd, digits_fd_data_floor
 from cmjax.models import build_model
+from cmjax.models.mlp import MLP
 from cmjax.models.unet import UNet
-from cmjax.objectives import build_objective
+from cmjax.objectives import OBJECTIVES, build_objective
+from cmjax.objectives.cd import CDObjective
+from cmjax.objectives.ct import CTObjective
 from cmjax.objectives.ect import ECTObjective
-from cmjax.parametrization import ConsistencyPreconditioner, EDMPreconditioner, make_model_fn
-from cmjax.sampling import multistep_sample, sample_noise
-from cmjax.schedules import (ect_decay_schedule, ect_mapping, ema_decay_schedule,
-                             lognormal_noise_levels, warmup_constant_lr)
+from cmjax.objectives.edm import EDMObjective
+from cmjax.objectives.ict import ICTObjective
+from cmjax.objectives.scm import SCMObjective
+from cmjax.objectives.trigflow import TrigFlowObjective
+from cmjax.parametrization import (ConsistencyPreconditioner, EDMPreconditioner,
+                                   TrigFlowPreconditioner, build_preconditioner, make_model_fn,
+                                   trigflow_consistency)
+from cmjax.sampling import (edm_sample, edm_sigmas, multistep_sample, ode_step, sample_noise,
+                            trigflow_multistep_sample, trigflow_ode_sample, trigflow_ode_times)
+from cmjax.schedules import (ct_num_scales_schedule, ct_target_ema_schedule,
+                             discrete_lognormal_logits, ect_decay_schedule, ect_mapping,
+                             ema_decay_schedule, ict_num_scales_schedule, karras_sigmas,
+                             linear_warmup, lognormal_noise_levels, trigflow_time,
+                             trigflow_time_samples, warmup_constant_lr)
 from cmjax.train_state import TrainState, build_optimizer, init_train_state
 from cmjax.train_step import example_keys, make_train_step
 
 __all__ = [
-    "ConsistencyPreconditioner", "ECTObjective", "EDMPreconditioner", "TrainState", "UNet",
-    "build_model", "build_objective", "build_optimizer", "digits_fd", "digits_fd_data_floor",
-    "ect_decay_schedule", "ect_mapping", "ema_decay_schedule", "example_keys", "init_train_state",
-    "l1", "l2", "l2_squared", "lognormal_noise_levels", "make_model_fn", "make_train_step",
-    "multistep_sample", "pseudo_huber", "sample_noise", "warmup_constant_lr",
+    "CDObjective", "CTObjective", "ConsistencyPreconditioner", "ECTObjective", "EDMObjective",
+    "EDMPreconditioner", "ICTObjective", "MLP", "OBJECTIVES", "SCMObjective", "TrainState",
+    "TrigFlowObjective", "TrigFlowPreconditioner", "UNet", "build_model", "build_objective",
+    "build_optimizer", "build_preconditioner", "ct_num_scales_schedule", "ct_target_ema_schedule",
+    "digits_fd", "digits_fd_data_floor", "discrete_lognormal_logits", "ect_decay_schedule",
+    "ect_mapping", "edm_sample", "edm_sigmas", "ema_decay_schedule", "example_keys",
+    "ict_num_scales_schedule", "init_train_state", "karras_sigmas", "l1", "l2", "l2_squared",
+    "linear_warmup", "lognormal_noise_levels", "make_model_fn", "make_train_step",
+    "multistep_sample", "ode_step", "pseudo_huber", "sample_noise", "trigflow_consistency",
+    "trigflow_multistep_sample", "trigflow_ode_sample", "trigflow_ode_times", "trigflow_time",
+    "trigflow_time_samples", "warmup_constant_lr",
 ]
 __version__ = "0.1.0"
