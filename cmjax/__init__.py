@@ -4,6 +4,8 @@ The functional pieces a user composes in their own loop (see README, "Functional
 """
 from cmjax.distances import l1, l2, l2_squared, pseudo_huber
 from cmjax.evaluation import digits_fd, digits_fd_data_floor
+from cmjax.evaluation.consistency_error import consistency_errors, model_consistency_fn
+from cmjax.exact_gmm import GaussianMixture, consistency_function, gmm8, pf_ode
 from cmjax.models import build_model
 from cmjax.models.mlp import MLP
 from cmjax.models.unet import UNet
@@ -30,14 +32,14 @@ from cmjax.train_step import example_keys, make_train_step
 
 __all__ = [
     "CDObjective", "CTObjective", "ConsistencyPreconditioner", "ECTObjective", "EDMObjective",
-    "EDMPreconditioner", "ICTObjective", "MLP", "OBJECTIVES", "SCMObjective", "TrainState",
+    "EDMPreconditioner", "GaussianMixture", "ICTObjective", "MLP", "OBJECTIVES", "SCMObjective", "TrainState",
     "TrigFlowObjective", "TrigFlowPreconditioner", "UNet", "build_model", "build_objective",
-    "build_optimizer", "build_preconditioner", "ct_num_scales_schedule", "ct_target_ema_schedule",
+    "build_optimizer", "build_preconditioner", "consistency_errors", "consistency_function", "ct_num_scales_schedule", "ct_target_ema_schedule",
     "digits_fd", "digits_fd_data_floor", "discrete_lognormal_logits", "ect_decay_schedule",
     "ect_mapping", "edm_sample", "edm_sigmas", "ema_decay_schedule", "example_keys",
-    "ict_num_scales_schedule", "init_train_state", "karras_sigmas", "l1", "l2", "l2_squared",
-    "linear_warmup", "lognormal_noise_levels", "make_model_fn", "make_train_step",
-    "multistep_sample", "ode_step", "pseudo_huber", "sample_noise", "trigflow_consistency",
+    "gmm8", "ict_num_scales_schedule", "init_train_state", "karras_sigmas", "l1", "l2", "l2_squared",
+    "linear_warmup", "lognormal_noise_levels", "make_model_fn", "make_train_step", "model_consistency_fn",
+    "multistep_sample", "ode_step", "pf_ode", "pseudo_huber", "sample_noise", "trigflow_consistency",
     "trigflow_multistep_sample", "trigflow_ode_sample", "trigflow_ode_times", "trigflow_time",
     "trigflow_time_samples", "warmup_constant_lr",
 ]

@@ -38,6 +38,9 @@ def _check(method, summary, sampler="1step"):
   assert summary[f"modes_covered_{sampler}"] == 1.0, summary
   assert summary[f"swd_{sampler}"] < SWD_BOUND[method], summary
   assert summary["train_seconds"] > 0
+  # the distance to the true consistency function, per noise bucket (every method, issue 7)
+  for bucket in ("small", "medium", "large"):
+    assert 0 < summary[f"consistency_error_{bucket}"] < 0.5, summary
 
 
 @pytest.mark.slow
