@@ -2,6 +2,8 @@
 
   python launch.py --config configs/digits_ect.py[:variant] [--config.a.b=v ...] --workdir DIR
   python launch.py --config configs/toy2d_cd.py --workdir DIR --mode trajectories   # after training
+  python launch.py --config configs/digits_ect.py --workdir DIR --mode sample --config.sample.sigmas="(80.0,0.821)"
+  python launch.py --config configs/digits_ect.py --workdir DIR --mode edit --config.edit.task=superres
 
 Multi-host: run the same command on every host; JAX detects Cloud TPU pods and SLURM,
 otherwise add --coordinator_address=HOST:PORT --num_processes=N --process_id=I.
@@ -38,10 +40,12 @@ def _define_and_parse(fv, argv):
                                            flag_values=fv, lock_config=True)
   workdir = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, samples, "
                                 "summary.json.", flag_values=fv)
-  flags.DEFINE_enum("mode", "train", ["train", "trajectories"],
-                    "train (ends with the evaluation) or trajectories (toy2d_gmm8: exact PF-ODE "
-                    "trajectories and the trained model's f along them, WORKDIR/trajectories.png).",
-                    flag_values=fv)
+  flags.DEFINE_enum("mode", "train", ["train", "sample", "edit", "trajectories"],
+                    "train (ends with the evaluation); sample (config.sample.*: samples of a "
+                    "trained run, the t_mid search); edit (config.edit.*: inpainting, "
+                    "colourisation, super-resolution, interpolation, SDEdit); trajectories "
+                    "(toy2d_gmm8: exact PF-ODE trajectories and the trained model's f along them, "
+                    "WORKDIR/trajectories.png).", flag_values=fv)
   flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.",
                       flag_values=fv)
   flags.DEFINE_integer("num_processes", None, "Multi-host: number of processes.", flag_values=fv)
@@ -106,6 +110,12 @@ def main(argv: list[str]) -> int:
   try:
     if mode == "trajectories":
       trajectories(config, workdir)
+    elif mode == "sample":
+      from cmjax.sample_mode import sample
+      sample(config, workdir)
+    elif mode == "edit":
+      from cmjax.edit_mode import edit
+      edit(config, workdir)
     else:
       train_and_evaluate(config, workdir)
   except ConfigError as e:

@@ -39,17 +39,37 @@ eval.t_mid               second noise level of 2-step sampling (TrigFlow time fo
 eval.ode_steps           diffusion models (edm, trigflow) are sampled with this many ODE steps
 eval.ode_solver          'heun' or 'euler' (edm)
 eval.grid_rows           the PNG grids show grid_rows x grid_rows samples
+sample.*                 --mode sample (a trained workdir): checkpoint (-1 = newest), params ('ema' or
+                         'raw'), sigmas (decreasing noise levels, TrigFlow times for sct/scd; () = 1
+                         step from sigma_max), ode_steps (diffusion models; 0 = eval.ode_steps),
+                         num samples, seed, tag (output name); search_t_mid: ternary search of the
+                         2-step middle level in [search_lo, search_hi] (search_iters rounds,
+                         search_num samples per point, scored by digits-FD or SWD)
+edit.*                   --mode edit: task ('inpaint', 'colorize', 'superres', 'interpolate',
+                         'sdedit'), inputs ('0:16' or '3,5,7' = held-out indices, or comma-separated
+                         image files), mask (inpaint: 'bottom', 'top', 'left', 'right', 'center',
+                         'checker' = the MISSING region), factor (superres), sigmas (decreasing
+                         noise levels of Alg. 4; sdedit starts at sigmas[0]), corrupt_std (sdedit:
+                         Gaussian noise added to the inputs), interp_steps, checkpoint, params, seed
 """
 from __future__ import annotations
 
 import ml_collections
+
+# Fields only the inference modes read: they may differ from the checkpoint's config.
+INFERENCE_ONLY_FIELDS = tuple(
+    [f"sample.{k}" for k in ("checkpoint", "params", "sigmas", "ode_steps", "num", "seed", "tag",
+                             "search_t_mid", "search_lo", "search_hi", "search_iters", "search_num")]
+    + [f"edit.{k}" for k in ("task", "inputs", "mask", "factor", "sigmas", "corrupt_std",
+                             "interp_steps", "checkpoint", "params", "seed")])
+
 
 # Fields a resumed run may change (run length and reporting); all others must match
 # the checkpoint's config.
 RESUMABLE_FIELDS = ("train.num_steps", "train.sharding", "train.log_every", "train.checkpoint_every",
                     "train.keep_checkpoints", "train.sample_every", "eval.num_samples",
                     "eval.batch_size", "eval.grid_rows", "eval.t_mid",
-                    "eval.ode_steps", "eval.ode_solver")
+                    "eval.ode_steps", "eval.ode_solver") + INFERENCE_ONLY_FIELDS
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -87,4 +107,10 @@ def get_config() -> ml_collections.ConfigDict:
       checkpoint_every=1000, keep_checkpoints=3, sample_every=0))
   c.eval = ml_collections.ConfigDict(dict(
       num_samples=2048, batch_size=512, t_mid=0.821, grid_rows=10, ode_steps=18, ode_solver="heun"))
+  c.sample = ml_collections.ConfigDict(dict(
+      checkpoint=-1, params="ema", sigmas=(), ode_steps=0, num=64, seed=0, tag="",
+      search_t_mid=False, search_lo=0.1, search_hi=10.0, search_iters=4, search_num=1024))
+  c.edit = ml_collections.ConfigDict(dict(
+      task="inpaint", inputs="0:16", mask="bottom", factor=2, sigmas=(80.0, 2.0, 0.5),
+      corrupt_std=0.5, interp_steps=8, checkpoint=-1, params="ema", seed=0))
   return c

@@ -12,24 +12,27 @@ def to_uint8(images: np.ndarray) -> np.ndarray:
   return np.round(x).astype(np.uint8)
 
 
-def make_grid(images: np.ndarray, rows: int, pad: int = 1) -> np.ndarray:
-  """First rows*rows images of (N, H, W, C) in [-1, 1] -> one uint8 (rows*(H+pad)+pad, ..., C) grid."""
+def make_grid(images: np.ndarray, rows: int, pad: int = 1, cols: int | None = None) -> np.ndarray:
+  """First rows*cols images of (N, H, W, C) in [-1, 1] -> one uint8 (rows*(H+pad)+pad,
+  cols*(W+pad)+pad, C) grid, row by row (cols defaults to rows)."""
+  cols = rows if cols is None else cols
   n, h, w, c = images.shape
-  if n < rows * rows:
-    raise ValueError(f"a {rows}x{rows} grid needs {rows * rows} images, got {n}")
-  imgs = to_uint8(images[: rows * rows])
-  grid = np.full((rows * (h + pad) + pad, rows * (w + pad) + pad, c), 255, np.uint8)
-  for i in range(rows * rows):
-    r, col = divmod(i, rows)
+  if n < rows * cols:
+    raise ValueError(f"a {rows}x{cols} grid needs {rows * cols} images, got {n}")
+  imgs = to_uint8(images[: rows * cols])
+  grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), 255, np.uint8)
+  for i in range(rows * cols):
+    r, col = divmod(i, cols)
     grid[pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = imgs[i]
   return grid
 
 
-def save_grid(images: np.ndarray, path: str, rows: int, upscale: int = 4) -> str:
-  """Writes a PNG grid (nearest-neighbour upscaled by `upscale` for visibility); returns path."""
+def save_grid(images: np.ndarray, path: str, rows: int, upscale: int = 4, cols: int | None = None) -> str:
+  """Writes a PNG grid of rows x cols (default rows x rows) images, nearest-neighbour upscaled by
+  `upscale` for visibility; returns path."""
   from PIL import Image
 
-  grid = make_grid(images, rows)
+  grid = make_grid(images, rows, cols=cols)
   if upscale > 1:
     grid = grid.repeat(upscale, axis=0).repeat(upscale, axis=1)
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -312,21 +312,12 @@ def trajectories(config, workdir: str) -> dict:
   if config.data.name != "toy2d_gmm8":
     raise ConfigError(f"--mode trajectories needs data toy2d_gmm8 (exact trajectories), not "
                       f"{config.data.name}")
+  from cmjax.inference import restore_params
+
   workdir = os.path.abspath(workdir)
   run = Run(config)
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"))
-  try:
-    if ckpt.latest_step() is None:
-      raise ConfigError(f"no checkpoint in {ckpt.directory}: train first (--mode train)")
-    check = lambda saved: check_resume_compatible(saved, config, workdir, config_base.RESUMABLE_FIELDS)
-    target = checkpointing.abstract_with_shardings(run.abstract_state, run.state_sharding)
-    found = ckpt.restore_newest(target, check)
-  finally:
-    ckpt.close()
-  if found is None:
-    raise ConfigError(f"no readable checkpoint in {os.path.join(workdir, 'checkpoints')}")
-  step, state, _ = found
-  out = write_trajectories(run, state.ema_params, workdir, jax.process_index() == 0)
+  step, params = restore_params(run, workdir)
+  out = write_trajectories(run, params, workdir, jax.process_index() == 0)
   out["step"] = step
   print(f"cmjax: wrote {out['path']} (checkpoint {step}); mean distance of f to the trajectory end "
         f"{out['mean_distance_to_end']:.4f} over {out['num_trajectories']} trajectories x "

@@ -20,6 +20,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 FEATURE_DIM = 128
@@ -133,3 +134,17 @@ def digits_features(images: np.ndarray, params: Any = None,
       batch = np.concatenate([batch, np.zeros((chunk - m,) + IMAGE_SHAPE, np.float32)])
     out.append(np.asarray(_features_fn(params, batch))[:m])
   return np.concatenate(out, axis=0)
+
+
+@jax.jit
+def _logits_fn(params: Any, x: jax.Array) -> jax.Array:
+  return DigitsClassifier().apply({"params": params}, x)
+
+
+def digits_predict(images: np.ndarray, params: Any = None) -> np.ndarray:
+  """Predicted classes: (N, 8, 8, 1) images in [-1, 1] -> int32 (N,) (argmax of the logits)."""
+  images = np.asarray(images, dtype=np.float32)
+  if images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
+    raise ValueError(f"the digits classifier expects images of shape (N, 8, 8, 1), got {images.shape}")
+  params = _default_params() if params is None else params
+  return np.asarray(jnp.argmax(_logits_fn(params, images), -1), np.int32)

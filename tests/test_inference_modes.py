@@ -1,0 +1,104 @@
+"""--mode sample and --mode edit through launch.py on a briefly trained smoke run: outputs,
+determinism given the seed, checkpoint and params choice, the t_mid search, exact known pixels
+of inpainting, and one-line errors before anything is compiled."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import launch
+
+# lr 1e-2 without warmup, so that 4 steps move the parameters (raw at step 2 != EMA at step 4)
+SMOKE = ["launch.py", "--config", "configs/digits_ect.py:smoke", "--config.optim.warmup_steps=0",
+         "--config.optim.lr=0.01"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  wd = tmp_path_factory.mktemp("modes") / "run"
+  assert launch.main(SMOKE + ["--workdir", str(wd)]) == 0  # 4 steps, checkpoints 2 and 4
+  return wd
+
+
+def _run(wd, mode, *extra):
+  return launch.main(SMOKE + ["--workdir", str(wd), "--mode", mode, *extra])
+
+
+def _one_error_line(capsys, *needles):
+  out = capsys.readouterr()
+  err = [ln for ln in out.err.splitlines() if ln.startswith("cmjax: error:")]
+  assert len(err) == 1, out.err
+  for n in needles:
+    assert n in err[0], err[0]
+  return err[0]
+
+
+@pytest.mark.slow
+def test_sample_mode(workdir, capsys):
+  args = ["--config.sample.sigmas=(80.0,0.821)", "--config.sample.num=20"]
+  assert _run(workdir, "sample", *args, "--config.sample.seed=3", "--config.sample.tag=a") == 0
+  assert _run(workdir, "sample", *args, "--config.sample.seed=3", "--config.sample.tag=b") == 0
+  assert _run(workdir, "sample", *args, "--config.sample.seed=4", "--config.sample.tag=c") == 0
+  assert _run(workdir, "sample", *args, "--config.sample.seed=3", "--config.sample.tag=d",
+              "--config.sample.params=raw", "--config.sample.checkpoint=2") == 0
+  load = lambda tag: np.load(workdir / "samples" / f"sample_{tag}.npz")
+  a, b, c, d = (load(t) for t in "abcd")
+  assert a["images"].shape == (20, 8, 8, 1) and a["images"].dtype == np.uint8
+  np.testing.assert_array_equal(a["images"], b["images"])          # deterministic given the seed
+  assert (a["images"] != c["images"]).mean() > 0.1                  # another seed, other samples
+  assert int(a["step"]) == 4 and int(d["step"]) == 2 and str(d["params"]) == "raw"
+  assert (a["images"] != d["images"]).mean() > 0.1
+  assert json.loads(str(a["spec"])) == ["cm", [80.0, 0.821]]
+  assert (workdir / "samples" / "sample_a.png").exists()
+
+  capsys.readouterr()
+  assert _run(workdir, "sample", "--config.sample.sigmas=(0.5,2.0)") == 2
+  _one_error_line(capsys, "must decrease")
+  assert _run(workdir, "sample", "--config.sample.checkpoint=3") == 2
+  _one_error_line(capsys, "no checkpoint 3", "[2, 4]")
+
+
+@pytest.mark.slow
+def test_t_mid_search(workdir):
+  assert _run(workdir, "sample", "--config.sample.search_t_mid=True", "--config.sample.search_iters=1",
+              "--config.sample.search_num=64", "--config.sample.num=4") == 0
+  res = json.load(open(workdir / "t_mid_search.json"))
+  scored = res["scored"]
+  assert len(scored) == 2 and res["first"] == 80.0 and res["num_samples"] == 64
+  lo, hi = np.log(0.1), np.log(10.0)  # the two interior points of the first round, in log space
+  np.testing.assert_allclose([np.log(s["t_mid"]) for s in scored],
+                             [lo + (hi - lo) / 3, hi - (hi - lo) / 3], rtol=1e-6)
+  assert res["best_t_mid"] == min(scored, key=lambda s: s["score"])["t_mid"]
+
+
+@pytest.mark.slow
+def test_edit_mode(workdir, capsys, tmp_path):
+  assert _run(workdir, "edit", "--config.edit.inputs=0:6", "--config.edit.mask=bottom") == 0
+  z = np.load(workdir / "edits" / "inpaint.npz")
+  orig, seen, edited = z["original"], z["observed"], z["edited"]
+  assert orig.shape == seen.shape == edited.shape == (6, 8, 8, 1)
+  np.testing.assert_array_equal(edited[:, :4], orig[:, :4])          # known pixels, exactly
+  assert (edited[:, 4:] != orig[:, 4:]).mean() > 0.2                 # the rest was generated
+  assert (workdir / "edits" / "inpaint.png").exists()
+  for task in ("superres", "sdedit", "interpolate"):
+    assert _run(workdir, "edit", f"--config.edit.task={task}", "--config.edit.inputs=0,1,2",
+                "--config.edit.sigmas=(2.0,0.5)", "--config.edit.interp_steps=5") == 0
+  assert np.load(workdir / "edits" / "interpolate.npz")["interpolations"].shape == (3, 5, 8, 8, 1)
+  assert np.load(workdir / "edits" / "superres.npz")["edited"].shape == (3, 8, 8, 1)
+
+  capsys.readouterr()
+  assert _run(workdir, "edit", "--config.edit.task=colorize") == 2
+  _one_error_line(capsys, "colourisation needs RGB")
+  missing = str(tmp_path / "nope.png")
+  assert _run(workdir, "edit", f"--config.edit.inputs={missing}") == 2
+  _one_error_line(capsys, "cannot read image file", "nope.png")
+  assert _run(workdir, "edit", "--config.edit.task=paint") == 2
+  _one_error_line(capsys, "unknown edit.task 'paint'")
+  # an image file works and is converted to the run's 8x8 grey shape
+  from PIL import Image
+  png = tmp_path / "digit.png"
+  Image.fromarray((np.random.default_rng(0).uniform(0, 255, (32, 32, 3))).astype(np.uint8)).save(png)
+  assert _run(workdir, "edit", f"--config.edit.inputs={png}") == 0
+  assert np.load(workdir / "edits" / "inpaint.npz")["original"].shape == (1, 8, 8, 1)
+  assert os.path.exists(workdir / "edits" / "inpaint.png")
