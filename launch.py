@@ -40,10 +40,12 @@ def _define_and_parse(fv, argv):
                                            flag_values=fv, lock_config=True)
   workdir = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs, samples, "
                                 "summary.json.", flag_values=fv)
-  flags.DEFINE_enum("mode", "train", ["train", "sample", "edit", "trajectories"],
+  flags.DEFINE_enum("mode", "train", ["train", "sample", "edit", "eval", "trajectories"],
                     "train (ends with the evaluation); sample (config.sample.*: samples of a "
                     "trained run, the t_mid search); edit (config.edit.*: inpainting, "
-                    "colourisation, super-resolution, interpolation, SDEdit); trajectories "
+                    "colourisation, super-resolution, interpolation, SDEdit); eval (digits-FD or "
+                    "2-D metrics, precision/recall, FID with eval.fid_weights; WORKDIR/eval.json); "
+                    "trajectories "
                     "(toy2d_gmm8: exact PF-ODE trajectories and the trained model's f along them, "
                     "WORKDIR/trajectories.png).", flag_values=fv)
   flags.DEFINE_string("coordinator_address", None, "Multi-host: host:port of process 0.",
@@ -116,6 +118,9 @@ def main(argv: list[str]) -> int:
     elif mode == "edit":
       from cmjax.edit_mode import edit
       edit(config, workdir)
+    elif mode == "eval":
+      from cmjax.eval_mode import evaluate
+      evaluate(config, workdir)
     else:
       train_and_evaluate(config, workdir)
   except ConfigError as e:

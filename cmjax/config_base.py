@@ -39,6 +39,12 @@ eval.t_mid               second noise level of 2-step sampling (TrigFlow time fo
 eval.ode_steps           diffusion models (edm, trigflow) are sampled with this many ODE steps
 eval.ode_solver          'heun' or 'euler' (edm)
 eval.grid_rows           the PNG grids show grid_rows x grid_rows samples
+eval.checkpoint/params   --mode eval: the checkpoint (-1 = newest) and 'ema' or 'raw' parameters
+eval.pr_k                --mode eval: k of improved precision/recall (3, as in EDM/ECT)
+eval.fid_weights         --mode eval: Inception .npz (scripts/convert_inception_weights.py); '' = no FID
+eval.fid_reference       --mode eval: reference statistics .npz (computed from the training images and
+                         cached there when missing)
+eval.fid_num_samples     --mode eval: samples for FID (50,000 as in the papers)
 sample.*                 --mode sample (a trained workdir): checkpoint (-1 = newest), params ('ema' or
                          'raw'), sigmas (decreasing noise levels, TrigFlow times for sct/scd; () = 1
                          step from sigma_max), ode_steps (diffusion models; 0 = eval.ode_steps),
@@ -61,7 +67,9 @@ INFERENCE_ONLY_FIELDS = tuple(
     [f"sample.{k}" for k in ("checkpoint", "params", "sigmas", "ode_steps", "num", "seed", "tag",
                              "search_t_mid", "search_lo", "search_hi", "search_iters", "search_num")]
     + [f"edit.{k}" for k in ("task", "inputs", "mask", "factor", "sigmas", "corrupt_std",
-                             "interp_steps", "checkpoint", "params", "seed")])
+                             "interp_steps", "checkpoint", "params", "seed")]
+    + [f"eval.{k}" for k in ("checkpoint", "params", "pr_k", "fid_weights", "fid_reference",
+                             "fid_num_samples")])
 
 
 # Fields a resumed run may change (run length and reporting); all others must match
@@ -106,7 +114,8 @@ def get_config() -> ml_collections.ConfigDict:
       sharding="data", batch_size=128, num_steps=200_000, ema_rate=0.9999, ema_warmup=False, skip_nonfinite=False, log_every=50,
       checkpoint_every=1000, keep_checkpoints=3, sample_every=0))
   c.eval = ml_collections.ConfigDict(dict(
-      num_samples=2048, batch_size=512, t_mid=0.821, grid_rows=10, ode_steps=18, ode_solver="heun"))
+      num_samples=2048, batch_size=512, t_mid=0.821, grid_rows=10, ode_steps=18, ode_solver="heun",
+      checkpoint=-1, params="ema", pr_k=3, fid_weights="", fid_reference="", fid_num_samples=50_000))
   c.sample = ml_collections.ConfigDict(dict(
       checkpoint=-1, params="ema", sigmas=(), ode_steps=0, num=64, seed=0, tag="",
       search_t_mid=False, search_lo=0.1, search_hi=10.0, search_iters=4, search_num=1024))

@@ -102,3 +102,41 @@ def test_edit_mode(workdir, capsys, tmp_path):
   assert _run(workdir, "edit", f"--config.edit.inputs={png}") == 0
   assert np.load(workdir / "edits" / "inpaint.npz")["original"].shape == (1, 8, 8, 1)
   assert os.path.exists(workdir / "edits" / "inpaint.png")
+
+
+@pytest.mark.slow
+def test_eval_mode_digits_and_fid(workdir, capsys, tmp_path):
+  """digits-FD and precision/recall per sampler, appended to eval.json; FID through the Inception
+  port (random weights: the number is meaningless, the plumbing is not) with a cached reference."""
+  import jax
+
+  from cmjax.data.digits import load_digits_split
+  from cmjax.eval_mode import fid_reference
+  from cmjax.evaluation.inception import flatten_params, init_inception_params, make_feature_fn
+  from cmjax.parallel import make_data_mesh
+
+  assert _run(workdir, "eval") == 0
+  recs = json.load(open(workdir / "eval.json"))
+  assert [r["sampler"] for r in recs] == ["1step", "2step"]
+  for r in recs:
+    assert r["step"] == 4 and r["num_samples"] == 1024 and r["fd_digits"] > 50  # barely trained
+    assert 0 <= r["digits_precision"] <= 1 and 0 <= r["digits_recall"] <= 1
+    assert r["sampling_img_per_s"] > 0
+
+  params = init_inception_params(jax.random.key(0))
+  weights, ref_path = str(tmp_path / "inception.npz"), str(tmp_path / "ref.npz")
+  np.savez(weights, **{k: np.asarray(v) for k, v in flatten_params(params).items()})
+  real = np.repeat(load_digits_split("train")[:16], 3, -1)
+  ref = fid_reference(ref_path, make_feature_fn(params), lambda: real, 16, make_data_mesh())
+  assert ref["features"].shape == (16, 2048) and os.path.exists(ref_path)
+  assert _run(workdir, "eval", f"--config.eval.fid_weights={weights}",
+              f"--config.eval.fid_reference={ref_path}", "--config.eval.fid_num_samples=16") == 0
+  recs = json.load(open(workdir / "eval.json"))
+  assert len(recs) == 4  # appended
+  for r in recs[2:]:
+    assert r["fid_num_samples"] == 16 and np.isfinite(r["fid"]) and r["fid"] >= 0
+    assert 0 <= r["precision"] <= 1 and r["inception_img_per_s"] > 0
+
+  capsys.readouterr()
+  assert _run(workdir, "eval", f"--config.eval.fid_weights={tmp_path / 'none.npz'}") == 2
+  _one_error_line(capsys, "eval.fid_weights: no file")
