@@ -120,6 +120,7 @@ def get_config() -> ml_collections.ConfigDict:
       checkpoint=-1, params="ema", sigmas=(), ode_steps=0, num=64, seed=0, tag="",
       search_t_mid=False, search_lo=0.1, search_hi=10.0, search_iters=4, search_num=1024))
   c.edit = ml_collections.ConfigDict(dict(
-      task="inpaint", inputs="0:16", mask="bottom", factor=2, sigmas=(80.0, 2.0, 0.5),
-      corrupt_std=0.5, interp_steps=8, checkpoint=-1, params="ema", seed=0))
+      task="inpaint", inputs="0:16", mask="bottom", factor=2,
+      sigmas=(80.0, 10.0, 5.0, 2.0, 1.0, 0.5), corrupt_std=0.5, interp_steps=8, checkpoint=-1,
+      params="ema", seed=0))
   return c

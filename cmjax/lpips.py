@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cmjax.param_files import checked_params, flatten_params
+
 from cmjax.distances import safe_sqrt
 
 Array = jax.Array
@@ -154,26 +156,6 @@ def param_shapes() -> dict[str, tuple[int, ...]]:
   return {k: tuple(v.shape) for k, v in flatten_params(tree).items()}
 
 
-def flatten_params(params: dict) -> dict:
-  """Nested params dict -> {'a/b/c': leaf} with '/'-joined keys (the .npz layout)."""
-  flat = {}
-  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    flat["/".join(str(p.key) for p in path)] = leaf
-  return flat
-
-
-def unflatten_params(flat: dict) -> dict:
-  """{'a/b/c': leaf} -> nested dict (inverse of flatten_params)."""
-  tree: dict = {}
-  for key, leaf in flat.items():
-    *parents, last = key.split("/")
-    node = tree
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[last] = leaf
-  return tree
-
-
 def _read_arrays(path: str) -> dict[str, np.ndarray]:
   if path.endswith(".npz"):
     with np.load(path, allow_pickle=False) as data:
@@ -197,17 +179,7 @@ def load_lpips_params(path: str | os.PathLike) -> dict:
   path = os.fspath(path)
   arrays = _read_arrays(path)
   expected = param_shapes()
-  missing = [k for k in expected if k not in arrays]
-  if missing:
-    more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-    raise ValueError(f"{path}: missing LPIPS key '{missing[0]}' with shape {expected[missing[0]]}{more}")
-  for k, shape in expected.items():
-    if tuple(arrays[k].shape) != shape:
-      raise ValueError(f"{path}: LPIPS key '{k}' has shape {tuple(arrays[k].shape)}, expected {shape}")
-  extra = sorted(set(arrays) - set(expected))
-  if extra:
-    raise ValueError(f"{path}: unexpected LPIPS keys {extra[:5]}{' ...' if len(extra) > 5 else ''}")
-  return unflatten_params({k: jnp.asarray(arrays[k], jnp.float32) for k in expected})
+  return checked_params(arrays, expected, path, "LPIPS")
 
 
 def lpips_distance(params: dict, a: Array, b: Array, resize: int | tuple[int, int] | None = None) -> Array:

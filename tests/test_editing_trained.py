@@ -20,7 +20,7 @@ from cmjax.data.digits import load_digits_split
 from cmjax.evaluation import digits_features, digits_fd
 from cmjax.evaluation.consistency_error import model_consistency_fn
 from cmjax.evaluation.digits_classifier import digits_predict
-from cmjax.evaluation.inception import unflatten_params
+from cmjax.param_files import unflatten_params
 from cmjax.models import build_model
 from cmjax.parametrization import build_preconditioner, make_model_fn
 from cmjax.sampling import sample_noise, trigflow_multistep_sample

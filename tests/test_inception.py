@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from cmjax.evaluation import inception as I
+from cmjax.param_files import unflatten_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RTOL = 1e-4
@@ -105,7 +106,7 @@ def random_params():
       flat[k] = rng.uniform(0.7, 1.3, s)
     else:
       flat[k] = 0.05 * rng.normal(size=s)
-  return I.unflatten_params({k: jnp.asarray(v, jnp.float32) for k, v in flat.items()})
+  return unflatten_params({k: jnp.asarray(v, jnp.float32) for k, v in flat.items()})
 
 
 def _save_flat(path, flat):

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from cmjax import lpips as L
+from cmjax.param_files import unflatten_params
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RTOL, ATOL = 1e-4, 1e-7
@@ -118,7 +119,7 @@ def random_params():
   rng = np.random.default_rng(0)
   flat = {k: np.abs(rng.normal(size=s)) if k.startswith("lin") else rng.normal(size=s) * np.sqrt(2 / np.prod(s[:-1]))
           for k, s in L.param_shapes().items()}
-  return L.unflatten_params({k: jnp.asarray(v, jnp.float32) for k, v in flat.items()})
+  return unflatten_params({k: jnp.asarray(v, jnp.float32) for k, v in flat.items()})
 
 
 # params as a runtime argument (not closed-over constants) so the persistent compilation cache stays small

@@ -46,6 +46,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cmjax.param_files import checked_params, flatten_params
+
 Array = jax.Array
 
 SIZE = 299  # the network's input resolution
@@ -310,24 +312,6 @@ def param_shapes() -> dict[str, tuple[int, ...]]:
   return dict(_param_shapes())
 
 
-def flatten_params(params: dict) -> dict:
-  """Nested params dict -> {'a/b/c': leaf} with '/'-joined keys (the .npz layout)."""
-  return {"/".join(str(p.key) for p in path): leaf
-          for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
-
-
-def unflatten_params(flat: dict) -> dict:
-  """{'a/b/c': leaf} -> nested dict (inverse of flatten_params)."""
-  tree: dict = {}
-  for key, leaf in flat.items():
-    *parents, last = key.split("/")
-    node = tree
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[last] = leaf
-  return tree
-
-
 def load_inception_params(path: str | os.PathLike) -> dict:
   """Reads FID-Inception weights from a flat '/'-keyed .npz -> nested params dict of float32 arrays.
 
@@ -340,17 +324,7 @@ def load_inception_params(path: str | os.PathLike) -> dict:
   with np.load(path, allow_pickle=False) as data:
     arrays = {k: data[k] for k in data.files}
   expected = param_shapes()
-  missing = [k for k in expected if k not in arrays]
-  if missing:
-    more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-    raise ValueError(f"{path}: missing Inception key '{missing[0]}' with shape {expected[missing[0]]}{more}")
-  for k, shape in expected.items():
-    if tuple(arrays[k].shape) != shape:
-      raise ValueError(f"{path}: Inception key '{k}' has shape {tuple(arrays[k].shape)}, expected {shape}")
-  extra = sorted(set(arrays) - set(expected))
-  if extra:
-    raise ValueError(f"{path}: unexpected Inception keys {extra[:5]}{' ...' if len(extra) > 5 else ''}")
-  return unflatten_params({k: jnp.asarray(arrays[k], jnp.float32) for k in expected})
+  return checked_params(arrays, expected, path, "Inception")
 
 
 __all__: Sequence[str] = (
