@@ -14,11 +14,15 @@ SMOKE = ["launch.py", "--config", "configs/digits_ect.py:smoke", "--config.optim
          "--config.optim.lr=0.01"]
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  wd = tmp_path_factory.mktemp("modes") / "run"
+@pytest.mark.slow
+def test_sample_edit_eval_modes(tmp_path, capsys):
+  """One test (one training run, one xdist worker) for the three modes."""
+  wd = tmp_path / "run"
   assert launch.main(SMOKE + ["--workdir", str(wd)]) == 0  # 4 steps, checkpoints 2 and 4
-  return wd
+  _check_sample_mode(wd, capsys)
+  _check_t_mid_search(wd)
+  _check_edit_mode(wd, capsys, tmp_path)
+  _check_eval_mode(wd, capsys, tmp_path)
 
 
 def _run(wd, mode, *extra):
@@ -34,8 +38,7 @@ def _one_error_line(capsys, *needles):
   return err[0]
 
 
-@pytest.mark.slow
-def test_sample_mode(workdir, capsys):
+def _check_sample_mode(workdir, capsys):
   args = ["--config.sample.sigmas=(80.0,0.821)", "--config.sample.num=20"]
   assert _run(workdir, "sample", *args, "--config.sample.seed=3", "--config.sample.tag=a") == 0
   assert _run(workdir, "sample", *args, "--config.sample.seed=3", "--config.sample.tag=b") == 0
@@ -59,8 +62,7 @@ def test_sample_mode(workdir, capsys):
   _one_error_line(capsys, "no checkpoint 3", "[2, 4]")
 
 
-@pytest.mark.slow
-def test_t_mid_search(workdir):
+def _check_t_mid_search(workdir):
   assert _run(workdir, "sample", "--config.sample.search_t_mid=True", "--config.sample.search_iters=1",
               "--config.sample.search_num=64", "--config.sample.num=4") == 0
   res = json.load(open(workdir / "t_mid_search.json"))
@@ -72,8 +74,7 @@ def test_t_mid_search(workdir):
   assert res["best_t_mid"] == min(scored, key=lambda s: s["score"])["t_mid"]
 
 
-@pytest.mark.slow
-def test_edit_mode(workdir, capsys, tmp_path):
+def _check_edit_mode(workdir, capsys, tmp_path):
   assert _run(workdir, "edit", "--config.edit.inputs=0:6", "--config.edit.mask=bottom") == 0
   z = np.load(workdir / "edits" / "inpaint.npz")
   orig, seen, edited = z["original"], z["observed"], z["edited"]
@@ -104,8 +105,7 @@ def test_edit_mode(workdir, capsys, tmp_path):
   assert os.path.exists(workdir / "edits" / "inpaint.png")
 
 
-@pytest.mark.slow
-def test_eval_mode_digits_and_fid(workdir, capsys, tmp_path):
+def _check_eval_mode(workdir, capsys, tmp_path):
   """digits-FD and precision/recall per sampler, appended to eval.json; FID through the Inception
   port (random weights: the number is meaningless, the plumbing is not) with a cached reference."""
   import jax
