@@ -7,8 +7,10 @@ method                   objective name (cmjax.objectives.OBJECTIVES)
 data.name                'digits' (embedded sklearn digits, 8x8x1), 'toy2d_gmm8' or 'toy2d_checkerboard'
                          (2-D distributions with exact metrics)
 model.*                  backbone (cmjax.models.MODELS): name and the constructor arguments of every
-                         model ('unet': channels...groups; 'mlp': hidden, depth, dropout, time_scale);
-                         changing a field the named model does not take is an error
+                         model ('unet': channels...groups; 'mlp': hidden, depth, dropout, time_scale;
+                         'song_unet': EDM's DDPM++/NCSN++, model_channels...noise_scale, see
+                         cmjax/models/song_unet.py); changing a field the named model does not take
+                         is an error
 param.sigma_data         data std sd in the preconditioning (0.5 for pixels in [-1, 1])
 param.sigma_min/max      boundary time eps (f(x, eps) = x) and the largest noise level T
 <method>.*               the objective's hyperparameters, one section per method: edm, cd, ct, ict,
@@ -87,7 +89,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(name="digits"))
   c.model = ml_collections.ConfigDict(dict(
       name="unet", channels=32, channel_mult=(1, 2), num_res_blocks=2, dropout=0.1,
-      time_scale=1000.0, groups=8, hidden=256, depth=4))
+      time_scale=1000.0, groups=8, hidden=256, depth=4,
+      # song_unet (DDPM++ / NCSN++ of EDM; set channel_mult and dropout for it explicitly)
+      out_channels=0, label_dim=0, augment_dim=0, model_channels=128, channel_mult_emb=4,
+      num_blocks=4, attn_resolutions=(16,), label_dropout=0.0, embedding_type="positional",
+      channel_mult_noise=1, encoder_type="standard", decoder_type="standard",
+      resample_filter=(1, 1), fourier_scale=16.0, fourier_seed=0, noise_scale=1.0))
   c.param = ml_collections.ConfigDict(dict(sigma_data=0.5, sigma_min=0.002, sigma_max=80.0))
   c.ect = ml_collections.ConfigDict(dict(
       p_mean=-1.1, p_std=2.0, q=2.0, stage_steps=25_000, initial_exponent=1, k=8.0, b=1.0, c=0.0,

@@ -1,6 +1,7 @@
-"""--mode sample and --mode edit through launch.py on a briefly trained smoke run: outputs,
+"""--mode sample, edit and eval through launch.py on a briefly trained smoke run: outputs,
 determinism given the seed, checkpoint and params choice, the t_mid search, exact known pixels
-of inpainting, and one-line errors before anything is compiled."""
+of inpainting, eval.json records (digits-FD, precision/recall, FID through the Inception port),
+and one-line errors for bad input."""
 import json
 import os
 

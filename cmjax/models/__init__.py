@@ -4,9 +4,10 @@ from __future__ import annotations
 import dataclasses
 
 from cmjax.models.mlp import MLP
+from cmjax.models.song_unet import SongUNet
 from cmjax.models.unet import UNet
 
-MODELS = {"unet": UNet, "mlp": MLP}
+MODELS = {"unet": UNet, "mlp": MLP, "song_unet": SongUNet}
 
 
 def model_fields(name: str) -> set[str]:
