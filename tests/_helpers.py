@@ -17,3 +17,14 @@ def restore_latest(workdir, overrides=None):
       run.abstract_state, run.state_sharding))
   ck.close()
   return state, meta
+
+
+def load_script(name: str):
+  """The module scripts/<name>.py (scripts/ is not a package)."""
+  import importlib.util
+
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  spec = importlib.util.spec_from_file_location(name, os.path.join(root, "scripts", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

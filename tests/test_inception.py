@@ -18,17 +18,13 @@ import pytest
 
 from cmjax.evaluation import inception as I
 from cmjax.param_files import unflatten_params
+from _helpers import load_script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RTOL = 1e-4
 
 
 def _converter():
-  path = os.path.join(ROOT, "scripts", "convert_inception_weights.py")
-  spec = importlib.util.spec_from_file_location("convert_inception_weights", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_script("convert_inception_weights")
 
 
 @pytest.fixture(scope="module")

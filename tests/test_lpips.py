@@ -18,17 +18,13 @@ import pytest
 
 from cmjax import lpips as L
 from cmjax.param_files import unflatten_params
+from _helpers import load_script
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RTOL, ATOL = 1e-4, 1e-7
 
 
 def _converter():
-  path = os.path.join(ROOT, "scripts", "convert_lpips_weights.py")
-  spec = importlib.util.spec_from_file_location("convert_lpips_weights", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_script("convert_lpips_weights")
 
 
 @pytest.fixture(scope="module")
