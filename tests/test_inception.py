@@ -9,7 +9,6 @@ Tolerance: max|ours - torch| <= 1e-4 * max|torch| over the (B, 2048) pool3 featu
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import jax
 import jax.numpy as jnp

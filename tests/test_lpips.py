@@ -9,7 +9,6 @@ Tolerance: |ours - torch| <= 1e-4 * |torch| + 1e-7 per distance; features: max|d
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import jax
 import jax.numpy as jnp
