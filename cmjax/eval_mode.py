@@ -113,6 +113,11 @@ def evaluate(config, workdir: str) -> list:
       raise ConfigError(f"eval.fid_weights: {err}") from err
     ref = fid_reference(e.fid_reference, feature_fn, lambda: _training_images_rgb(config),
                         int(e.batch_size), run.mesh)
+  train_feats = None
+  if not data.startswith("toy2d_"):  # the digits classifier's features of the train split, once
+    from cmjax.data.digits import load_digits_split
+    from cmjax.evaluation import digits_features
+    train_feats = digits_features(load_digits_split("train"))
   records = []
   for name, spec in run.named_samplers:
     rec = {"step": step, "params": e.params, "sampler": name, "spec": list(spec)}
@@ -125,11 +130,9 @@ def evaluate(config, workdir: str) -> list:
       from cmjax.evaluation.toy2d_metrics import toy2d_metrics
       rec.update(toy2d_metrics(imgs, data[len("toy2d_"):]))
     else:
-      from cmjax.data.digits import load_digits_split
       from cmjax.evaluation import digits_features, digits_fd
       rec["fd_digits"] = float(digits_fd(imgs))
-      pr = precision_recall(digits_features(load_digits_split("train")), digits_features(imgs),
-                            k=int(e.pr_k))
+      pr = precision_recall(train_feats, digits_features(imgs), k=int(e.pr_k))
       rec.update({f"digits_{k}": v for k, v in pr.items()})
     if feature_fn is not None:
       from cmjax.evaluation.frechet import feature_statistics, frechet_distance

@@ -117,14 +117,20 @@ def digits_features(images: np.ndarray, params: Any = None,
   Returns:
     float32 (N, FEATURE_DIM).
   """
+  return _apply_batched(_features_fn, images, params, batch_size, (FEATURE_DIM,), np.float32)
+
+
+def _apply_batched(fn, images, params, batch_size: int, out_shape: tuple, dtype) -> np.ndarray:
+  """fn(params, batch) over (N, 8, 8, 1) images in chunks of one compiled shape (the last chunk
+  padded) -> (N, *out_shape)."""
   images = np.asarray(images, dtype=np.float32)
   if images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
-    raise ValueError(f"digits-FD expects images of shape (N, 8, 8, 1), got {images.shape}")
+    raise ValueError(f"the digits classifier expects images of shape (N, 8, 8, 1), got {images.shape}")
   if params is None:
     params = _default_params()
   n = images.shape[0]
   if n == 0:
-    return np.zeros((0, FEATURE_DIM), np.float32)
+    return np.zeros((0,) + out_shape, dtype)
   chunk = min(batch_size, n)  # one compiled shape per chunk size; pad the last chunk
   out = []
   for start in range(0, n, chunk):
@@ -132,19 +138,15 @@ def digits_features(images: np.ndarray, params: Any = None,
     m = batch.shape[0]
     if m < chunk:
       batch = np.concatenate([batch, np.zeros((chunk - m,) + IMAGE_SHAPE, np.float32)])
-    out.append(np.asarray(_features_fn(params, batch))[:m])
-  return np.concatenate(out, axis=0)
+    out.append(np.asarray(fn(params, batch))[:m])
+  return np.concatenate(out, axis=0).astype(dtype)
 
 
 @jax.jit
-def _logits_fn(params: Any, x: jax.Array) -> jax.Array:
-  return DigitsClassifier().apply({"params": params}, x)
+def _classes_fn(params: Any, x: jax.Array) -> jax.Array:
+  return jnp.argmax(DigitsClassifier().apply({"params": params}, x), -1)
 
 
-def digits_predict(images: np.ndarray, params: Any = None) -> np.ndarray:
+def digits_predict(images: np.ndarray, params: Any = None, batch_size: int = 1000) -> np.ndarray:
   """Predicted classes: (N, 8, 8, 1) images in [-1, 1] -> int32 (N,) (argmax of the logits)."""
-  images = np.asarray(images, dtype=np.float32)
-  if images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
-    raise ValueError(f"the digits classifier expects images of shape (N, 8, 8, 1), got {images.shape}")
-  params = _default_params() if params is None else params
-  return np.asarray(jnp.argmax(_logits_fn(params, images), -1), np.int32)
+  return _apply_batched(_classes_fn, images, params, batch_size, (), np.int32)
