@@ -4,13 +4,24 @@ Field                    Meaning
 ---------------------------------------------------------------------------------------------
 seed                     root PRNG seed: init, data order, training and sampling keys derive from it
 method                   objective name (cmjax.objectives.OBJECTIVES)
-data.name                'digits' (embedded sklearn digits, 8x8x1), 'toy2d_gmm8' or 'toy2d_checkerboard'
-                         (2-D distributions with exact metrics)
+data.name                'digits' (embedded sklearn digits, 8x8x1, 10 classes), 'toy2d_gmm8' or
+                         'toy2d_checkerboard' (2-D distributions with exact metrics), 'cifar10' (TFDS
+                         cifar10, 32x32x3, 10 classes), 'imagenet64' (TFDS imagenet_resized/64x64,
+                         1000 classes) or 'folder' (PNG/JPEG files under data.path, no labels)
+data.data_dir            TFDS data_dir of cifar10 / imagenet64 ('' = TFDS's default)
+data.path                'folder': the directory of images (searched recursively)
+data.resolution          'folder': images are centre-cropped to a square and resized to this side
+data.random_flip         flip each training image horizontally with probability 1/2
+data.read_threads        grain threads reading and decoding records (TFDS / folder)
+data.prefetch            batches read ahead of the train step (0: read in the loop)
 model.*                  backbone (cmjax.models.MODELS): name and the constructor arguments of every
                          model ('unet': channels...groups; 'mlp': hidden, depth, dropout, time_scale;
                          'song_unet': EDM's DDPM++/NCSN++, model_channels...noise_scale, see
-                         cmjax/models/song_unet.py); changing a field the named model does not take
-                         is an error
+                         cmjax/models/song_unet.py; 'adm': ADM of Dhariwal & Nichol as in EDM,
+                         model_channels...dropout_max_res, see cmjax/models/adm_unet.py); changing a
+                         field the named model does not take is an error. model.label_dim > 0 makes
+                         the model class-conditional: the data's labels are fed to it in training
+                         and sampling draws classes (sample.class_label)
 param.sigma_data         data std sd in the preconditioning (0.5 for pixels in [-1, 1])
 param.sigma_min/max      boundary time eps (f(x, eps) = x) and the largest noise level T
 <method>.*               the objective's hyperparameters, one section per method: edm, cd, ct, ict,
@@ -28,7 +39,15 @@ train.sharding           'data' (replicated parameters) or 'fsdp' (parameters, E
                          state split over the devices); the batch is always split
 train.batch_size         global batch (split over all devices; must divide evenly)
 train.num_steps          optimiser steps in total (a resumed run stops here)
+train.duration_kimg      if > 0: the run length in thousands of images seen; it sets train.num_steps =
+                         ceil(duration_kimg * 1000 / batch_size), so it survives a batch-size change
 train.ema_rate           EMA decay of the sampling parameters
+train.ema_halflife_kimg  if > 0: the EMA decay per step is 0.5^(batch_size / (1000 * halflife)) (EDM's
+                         half-life in images, independent of the batch size); replaces ema_rate
+train.precision          'fp32' or 'bf16' (mixed precision: fp32 master parameters, optimiser and
+                         EMA; the backbone computes in bfloat16; preconditioning and losses in fp32)
+train.grad_accum         micro-batches per step (gradients averaged; the update equals the one of the
+                         whole batch). batch_size / grad_accum must divide over the devices
 train.skip_nonfinite     a non-finite loss/gradient skips the update and is counted (default: stop)
 train.ema_warmup         EMA decay min(ema_rate, (1+step)/(10+step)) (for runs from scratch)
 train.log_every          steps between TensorBoard scalar writes
@@ -50,7 +69,8 @@ eval.fid_num_samples     --mode eval: samples for FID (50,000 as in the papers)
 sample.*                 --mode sample (a trained workdir): checkpoint (-1 = newest), params ('ema' or
                          'raw'), sigmas (decreasing noise levels, TrigFlow times for sct/scd; () = 1
                          step from sigma_max), ode_steps (diffusion models; 0 = eval.ode_steps),
-                         num samples, seed, tag (output name); search_t_mid: ternary search of the
+                         num samples, seed, tag (output name), class_label (class-conditional
+                         models: -1 = a random class per sample, else this class); search_t_mid: ternary search of the
                          2-step middle level in [search_lo, search_hi] (search_iters rounds,
                          search_num samples per point, scored by digits-FD or SWD)
 edit.*                   --mode edit: task ('inpaint', 'colorize', 'superres', 'interpolate',
@@ -67,7 +87,7 @@ import ml_collections
 # Fields only the inference modes read: they may differ from the checkpoint's config.
 INFERENCE_ONLY_FIELDS = tuple(
     [f"sample.{k}" for k in ("checkpoint", "params", "sigmas", "ode_steps", "num", "seed", "tag",
-                             "search_t_mid", "search_lo", "search_hi", "search_iters", "search_num")]
+                             "class_label", "search_t_mid", "search_lo", "search_hi", "search_iters", "search_num")]
     + [f"edit.{k}" for k in ("task", "inputs", "mask", "factor", "sigmas", "corrupt_std",
                              "interp_steps", "checkpoint", "params", "seed")]
     + [f"eval.{k}" for k in ("checkpoint", "params", "pr_k", "fid_weights", "fid_reference",
@@ -76,7 +96,7 @@ INFERENCE_ONLY_FIELDS = tuple(
 
 # Fields a resumed run may change (run length and reporting); all others must match
 # the checkpoint's config.
-RESUMABLE_FIELDS = ("train.num_steps", "train.sharding", "train.log_every", "train.checkpoint_every",
+RESUMABLE_FIELDS = ("train.num_steps", "train.duration_kimg", "train.sharding", "train.log_every", "train.checkpoint_every",
                     "train.keep_checkpoints", "train.sample_every", "eval.num_samples",
                     "eval.batch_size", "eval.grid_rows", "eval.t_mid",
                     "eval.ode_steps", "eval.ode_solver") + INFERENCE_ONLY_FIELDS
@@ -86,7 +106,9 @@ def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.method = "ect"
-  c.data = ml_collections.ConfigDict(dict(name="digits"))
+  c.data = ml_collections.ConfigDict(dict(
+      name="digits", data_dir="", path="", resolution=0, random_flip=False, read_threads=8,
+      prefetch=2))
   c.model = ml_collections.ConfigDict(dict(
       name="unet", channels=32, channel_mult=(1, 2), num_res_blocks=2, dropout=0.1,
       time_scale=1000.0, groups=8, hidden=256, depth=4,
@@ -94,7 +116,10 @@ def get_config() -> ml_collections.ConfigDict:
       out_channels=0, label_dim=0, augment_dim=0, model_channels=128, channel_mult_emb=4,
       num_blocks=4, attn_resolutions=(16,), label_dropout=0.0, embedding_type="positional",
       channel_mult_noise=1, encoder_type="standard", decoder_type="standard",
-      resample_filter=(1, 1), fourier_scale=16.0, fourier_seed=0, noise_scale=1.0))
+      resample_filter=(1, 1), fourier_scale=16.0, fourier_seed=0, noise_scale=1.0,
+      # adm (also model_channels, channel_mult, channel_mult_emb, num_blocks, attn_resolutions,
+      # dropout, label_dim, augment_dim, label_dropout, out_channels)
+      dropout_max_res=0))
   c.param = ml_collections.ConfigDict(dict(sigma_data=0.5, sigma_min=0.002, sigma_max=80.0))
   c.ect = ml_collections.ConfigDict(dict(
       p_mean=-1.1, p_std=2.0, q=2.0, stage_steps=25_000, initial_exponent=1, k=8.0, b=1.0, c=0.0,
@@ -118,13 +143,15 @@ def get_config() -> ml_collections.ConfigDict:
       name="radam", lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, warmup_steps=0, grad_clip=0.0,
       weight_decay=0.0))
   c.train = ml_collections.ConfigDict(dict(
-      sharding="data", batch_size=128, num_steps=200_000, ema_rate=0.9999, ema_warmup=False, skip_nonfinite=False, log_every=50,
-      checkpoint_every=1000, keep_checkpoints=3, sample_every=0))
+      sharding="data", batch_size=128, num_steps=200_000, duration_kimg=0.0, ema_rate=0.9999,
+      ema_halflife_kimg=0.0, ema_warmup=False, precision="fp32", grad_accum=1,
+      skip_nonfinite=False, log_every=50, checkpoint_every=1000, keep_checkpoints=3,
+      sample_every=0))
   c.eval = ml_collections.ConfigDict(dict(
       num_samples=2048, batch_size=512, t_mid=0.821, grid_rows=10, ode_steps=18, ode_solver="heun",
       checkpoint=-1, params="ema", pr_k=3, fid_weights="", fid_reference="", fid_num_samples=50_000))
   c.sample = ml_collections.ConfigDict(dict(
-      checkpoint=-1, params="ema", sigmas=(), ode_steps=0, num=64, seed=0, tag="",
+      checkpoint=-1, params="ema", sigmas=(), ode_steps=0, num=64, seed=0, tag="", class_label=-1,
       search_t_mid=False, search_lo=0.1, search_hi=10.0, search_iters=4, search_num=1024))
   c.edit = ml_collections.ConfigDict(dict(
       task="inpaint", inputs="0:16", mask="bottom", factor=2,
