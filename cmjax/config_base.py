@@ -35,6 +35,8 @@ cd/ct.distance           'l2_squared', 'l2', 'l1', 'pseudo_huber' (with c) or 'l
                          lpips_resize = the side inputs are resized to, 224 as in the CM code)
 optim.name               'radam' or 'adam'; lr, b1, b2, eps, warmup_steps, grad_clip (<=0 off),
                          weight_decay (decoupled, 0 off) are honoured for both
+optim.warmup_kimg        if > 0: the linear lr warm-up in thousands of images (EDM's lr ramp-up, 10,000
+                         kimg on CIFAR-10); replaces warmup_steps
 train.sharding           'data' (replicated parameters) or 'fsdp' (parameters, EMA and optimiser
                          state split over the devices); the batch is always split
 train.batch_size         global batch (split over all devices; must divide evenly)
@@ -44,6 +46,8 @@ train.duration_kimg      if > 0: the run length in thousands of images seen; it 
 train.ema_rate           EMA decay of the sampling parameters
 train.ema_halflife_kimg  if > 0: the EMA decay per step is 0.5^(batch_size / (1000 * halflife)) (EDM's
                          half-life in images, independent of the batch size); replaces ema_rate
+train.ema_rampup_ratio   with ema_halflife_kimg: the half-life is at most this fraction of the images
+                         seen so far (EDM's ramp-up, 0.05; 0 = no ramp-up)
 train.precision          'fp32' or 'bf16' (mixed precision: fp32 master parameters, optimiser and
                          EMA; the backbone computes in bfloat16; preconditioning and losses in fp32)
 train.grad_accum         micro-batches per step (gradients averaged; the update equals the one of the
@@ -140,11 +144,11 @@ def get_config() -> ml_collections.ConfigDict:
   c.scd = ml_collections.ConfigDict(dict(scm, teacher_workdir="", init_from_teacher=True))
   c.trigflow = ml_collections.ConfigDict(dict(p_mean=-1.0, p_std=1.4, adaptive_weight=True))
   c.optim = ml_collections.ConfigDict(dict(
-      name="radam", lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, warmup_steps=0, grad_clip=0.0,
+      name="radam", lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, warmup_steps=0, warmup_kimg=0.0, grad_clip=0.0,
       weight_decay=0.0))
   c.train = ml_collections.ConfigDict(dict(
       sharding="data", batch_size=128, num_steps=200_000, duration_kimg=0.0, ema_rate=0.9999,
-      ema_halflife_kimg=0.0, ema_warmup=False, precision="fp32", grad_accum=1,
+      ema_halflife_kimg=0.0, ema_rampup_ratio=0.0, ema_warmup=False, precision="fp32", grad_accum=1,
       skip_nonfinite=False, log_every=50, checkpoint_every=1000, keep_checkpoints=3,
       sample_every=0))
   c.eval = ml_collections.ConfigDict(dict(
