@@ -1,60 +1,160 @@
-"""Training data sources. A source gives this process's share of the global batch at any step."""
+"""Training data sources. A source gives this process's share of the global batch at any step.
+
+Data sets (config.data.name):
+  'digits'               embedded sklearn digits, train split (1,437 x 8x8x1), 10 classes
+  'toy2d_gmm8', 'toy2d_checkerboard'   fresh exact 2-D samples every step, shape (2,)
+  'cifar10'              TFDS cifar10 train (50,000 x 32x32x3), 10 classes    (tfds_source.py)
+  'imagenet64'           TFDS imagenet_resized/64x64 train (1,281,167 x 64x64x3), 1000 classes
+  'folder'               the PNG/JPEG files under data.path, (resolution, resolution, 3), no labels
+
+The source protocol (`build_source(config, process_index, process_count)`):
+  .batch(step) -> {'image': (local_batch, *image_shape) float32 in [-1, 1],
+                   'label': (local_batch,) int32 (only when source.with_labels)}, a pure
+      function of (config, step, process index / count): see cmjax/data/pipeline.py for the
+      epoch permutation, the per-process slices and the random flips. Each process reads
+      only its own records.
+  .iterate(start_step) -> BatchIterator over batch(start_step), batch(start_step + 1), ...
+      (the same values) read ahead by data.read_threads threads, data.prefetch batches ahead;
+      close() it (or use `with`) when done.
+  .local_batch, .global_batch, .steps_per_epoch (0 for the toy data), .image_shape,
+  .num_classes (of the data set, 0 = none), .with_labels.
+`image_shape(config)`, `num_classes(config)` and `check_data_config(config)` read no data.
+"""
 from __future__ import annotations
 
-import numpy as np
+import os
 
-from cmjax.data.digits import IMAGE_SHAPE as DIGITS_SHAPE, load_digits_split
+from cmjax.config_validation import ConfigError
+from cmjax.data.digits import IMAGE_SHAPE as DIGITS_SHAPE, NUM_HELDOUT, NUM_IMAGES, load_digits_split
+from cmjax.data.pipeline import ArraySource, BatchIterator, DataError, IndexedSource
+from cmjax.data.tfds_source import TFDS_DATASETS
+
+__all__ = ["ArraySource", "BatchIterator", "DataError", "IndexedSource", "DATASETS", "IMAGE_SHAPES",
+           "NUM_CLASSES", "build_source", "check_data_config", "image_shape", "num_classes"]
+
+# Data sets of a fixed shape: name -> (shape of one example, classes, train records or None).
+_FIXED = {
+    "digits": (DIGITS_SHAPE, 10, NUM_IMAGES - NUM_HELDOUT),
+    "toy2d_gmm8": ((2,), 0, None),
+    "toy2d_checkerboard": ((2,), 0, None),
+    **{name: (shape, classes, size) for name, (_, shape, classes, size) in TFDS_DATASETS.items()},
+}
+# 'folder' has no fixed shape: use image_shape(config).
+IMAGE_SHAPES = {name: v[0] for name, v in _FIXED.items()}
+NUM_CLASSES = {**{name: v[1] for name, v in _FIXED.items()}, "folder": 0}
 
 
-class ArraySource:
-  """Epoch-shuffled batches from an in-memory array, as a pure function of the step.
+def image_shape(config) -> tuple:
+  """The shape of one example of config.data, without reading the data (folder: (r, r, 3))."""
+  name = config.data.name
+  if name == "folder":
+    r = int(config.data.resolution)
+    return (r, r, 3)
+  if name not in IMAGE_SHAPES:
+    raise ConfigError(f"unknown data set {name!r}; known: {sorted(DATASETS)}")
+  return tuple(IMAGE_SHAPES[name])
 
-  Epoch e uses permutation default_rng([seed, e]); within an epoch, step s takes
-  the (s mod steps_per_epoch)-th slice of global_batch examples (the remainder is
-  dropped). The data position is the step itself, so a resumed run reads exactly
-  the batch it would have read. Each process takes its contiguous slice of every
-  global batch.
+
+def num_classes(config) -> int:
+  """The classes of config.data's data set (0 = no labels), without reading the data."""
+  name = config.data.name
+  if name not in NUM_CLASSES:
+    raise ConfigError(f"unknown data set {name!r}; known: {sorted(DATASETS)}")
+  return NUM_CLASSES[name]
+
+
+def check_data_config(config, process_count: int | None = None) -> None:
+  """Raises ConfigError (one line) for the first problem of config.data with the batch size.
+
+  Lists the files of a 'folder' data set (to count them) but reads no image.
+  process_count: the number of processes (None = jax.process_count()).
   """
+  d, name, gb = config.data, config.data.name, config.train.batch_size
 
-  def __init__(self, images: np.ndarray, global_batch: int, seed: int,
-               process_index: int = 0, process_count: int = 1):
-    if global_batch > len(images):
-      raise ValueError(f"batch size {global_batch} exceeds the data set size {len(images)}")
-    if global_batch % process_count:
-      raise ValueError(f"batch size {global_batch} is not divisible by the process count {process_count}")
-    self.images = images
-    self.global_batch = global_batch
-    self.seed = seed
-    self.local_batch = global_batch // process_count
-    self.offset = process_index * self.local_batch
-    self.steps_per_epoch = len(images) // global_batch
-    self.image_shape = images.shape[1:]
+  def need(cond, msg):
+    if not cond:
+      raise ConfigError(msg)
 
-  def batch(self, step: int) -> dict:
-    """{'image': (local_batch, H, W, C) float32} of global step `step`."""
-    epoch, pos = divmod(int(step), self.steps_per_epoch)
-    perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.images))
-    start = pos * self.global_batch + self.offset
-    return {"image": self.images[perm[start:start + self.local_batch]]}
+  need(name in DATASETS, f"unknown data set {name!r}; known: {sorted(DATASETS)}")
+  if process_count is None:
+    import jax
+    process_count = jax.process_count()
+  need(d.read_threads >= 1, f"data.read_threads must be >= 1, got {d.read_threads}")
+  need(d.prefetch >= 0, f"data.prefetch must be >= 0, got {d.prefetch}")
+  if name == "folder":
+    from cmjax.data.folder import image_extensions, list_images
+    need(bool(d.path), "data.name='folder' needs data.path, the directory of training images")
+    need(os.path.isdir(d.path), f"data.path {d.path!r} is not a directory")
+    need(d.resolution > 0, f"data.resolution must be positive for data.name='folder' (the side the "
+         f"images are cropped and resized to), got {d.resolution}")
+    size = len(list_images(d.path))
+    need(size > 0, f"no image files ({', '.join(image_extensions())}) under data.path {d.path!r}")
+    what = f"{size} images under {d.path}"
+  else:
+    need(not d.resolution, f"data.resolution applies only to data.name='folder'; {name} has the fixed "
+         f"shape {IMAGE_SHAPES[name]} (leave data.resolution at 0)")
+    size, what = _FIXED[name][2], f"{name} train split"
+  need(size is None or gb <= size, f"train.batch_size {gb} exceeds the data set size {size} ({what})")
+  need(gb % process_count == 0,
+       f"train.batch_size {gb} is not divisible by the process count {process_count}")
+  if name.startswith("toy2d_"):
+    need(not d.random_flip, "data.random_flip applies to images, not to the 2-D toy data")
+  label_dim, classes = config.model.get("label_dim", 0), NUM_CLASSES[name]
+  if label_dim > 0:
+    need(classes > 0, f"model.label_dim={label_dim} needs class labels but data set {name!r} has none "
+         f"(set model.label_dim=0)")
+    need(label_dim == classes, f"model.label_dim={label_dim} must equal the {classes} classes of {name}")
 
 
-def _digits(config, process_index, process_count):
-  return ArraySource(load_digits_split("train"), config.train.batch_size, config.seed,
-                     process_index, process_count)
+def _digits(config, process_index, process_count, with_labels):
+  images, labels = load_digits_split("train", with_labels=True)
+  return ArraySource(images, config.train.batch_size, config.seed, process_index, process_count,
+                     labels=labels, num_classes=10, with_labels=with_labels,
+                     random_flip=config.data.random_flip, prefetch=config.data.prefetch)
 
 
 def _toy2d(name):
-  def build(config, process_index, process_count):
+  def build(config, process_index, process_count, with_labels):
     from cmjax.data.toy2d import Toy2DSource
-    return Toy2DSource(name, config.train.batch_size, config.seed, process_index, process_count)
+    return Toy2DSource(name, config.train.batch_size, config.seed, process_index, process_count,
+                       prefetch=config.data.prefetch)
   return build
 
 
-DATASETS = {"digits": _digits, "toy2d_gmm8": _toy2d("gmm8"),
-            "toy2d_checkerboard": _toy2d("checkerboard")}
-IMAGE_SHAPES = {"digits": DIGITS_SHAPE, "toy2d_gmm8": (2,), "toy2d_checkerboard": (2,)}
+def _reader_options(config, with_labels):
+  d = config.data
+  return dict(with_labels=with_labels, random_flip=d.random_flip, read_threads=d.read_threads,
+              prefetch=d.prefetch)
 
 
-def build_source(config, process_index: int = 0, process_count: int = 1):
-  """The training source named by config.data.name (`.batch(step)` -> {'image': local batch})."""
-  return DATASETS[config.data.name](config, process_index, process_count)
+def _tfds(name):
+  def build(config, process_index, process_count, with_labels):
+    from cmjax.data.tfds_source import TfdsSource
+    return TfdsSource(name, config.data.data_dir, config.train.batch_size, config.seed, process_index,
+                      process_count, **_reader_options(config, with_labels))
+  return build
+
+
+def _folder(config, process_index, process_count, with_labels):
+  from cmjax.data.folder import FolderSource
+  return FolderSource(config.data.path, config.data.resolution, config.train.batch_size, config.seed,
+                      process_index, process_count, **_reader_options(config, with_labels))
+
+
+DATASETS = {"digits": _digits, "toy2d_gmm8": _toy2d("gmm8"), "toy2d_checkerboard": _toy2d("checkerboard"),
+            "cifar10": _tfds("cifar10"), "imagenet64": _tfds("imagenet64"), "folder": _folder}
+
+
+def build_source(config, process_index: int = 0, process_count: int = 1, with_labels: bool | None = None):
+  """The training source of config.data (protocol in the module docstring).
+
+  with_labels: batches carry 'label' (None = when config.model.label_dim > 0, which
+  check_data_config requires to equal the data set's classes). Config problems and a
+  missing data set raise ConfigError / DataError (a ConfigError) with one line.
+  """
+  check_data_config(config, process_count)
+  if with_labels is None:
+    with_labels = config.model.get("label_dim", 0) > 0
+  if with_labels and not num_classes(config):
+    raise ConfigError(f"data set {config.data.name!r} has no class labels")
+  return DATASETS[config.data.name](config, process_index, process_count, with_labels)

@@ -77,13 +77,18 @@ class Toy2DSource:
 
   Attributes:
     name, global_batch, seed, local_batch: as given / global_batch // process_count.
-    image_shape: (2,), the shape of one example.
+    image_shape: (2,), the shape of one example. num_classes: 0 (no labels).
+    steps_per_epoch: 0 (every step draws fresh samples; there are no epochs).
+    prefetch: batches `iterate` makes ahead in a background thread.
   """
 
   image_shape = (2,)
+  num_classes = 0
+  with_labels = False
+  steps_per_epoch = 0
 
   def __init__(self, name: str, global_batch: int, seed: int,
-               process_index: int = 0, process_count: int = 1):
+               process_index: int = 0, process_count: int = 1, prefetch: int = 0):
     check_toy2d_name(name)
     if global_batch % process_count:
       raise ValueError(f"batch size {global_batch} is not divisible by the process count {process_count}")
@@ -92,9 +97,15 @@ class Toy2DSource:
     self.seed = seed
     self.local_batch = global_batch // process_count
     self.offset = process_index * self.local_batch
+    self.prefetch = prefetch
 
   def batch(self, step: int) -> dict:
     """{'image': (local_batch, 2) float32} of global step `step`."""
     rng = np.random.default_rng([self.seed, int(step)])
     x = sample_toy2d(self.name, self.global_batch, rng)
     return {"image": x[self.offset:self.offset + self.local_batch]}
+
+  def iterate(self, start_step: int = 0):
+    """batch(start_step), batch(start_step + 1), ... made `prefetch` ahead; close() it when done."""
+    from cmjax.data.pipeline import iterate_batches
+    return iterate_batches(self.batch, start_step, self.prefetch)
