@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import dataclasses
 
+from cmjax.models.adm_unet import ADMUNet
 from cmjax.models.mlp import MLP
 from cmjax.models.song_unet import SongUNet
 from cmjax.models.unet import UNet
 
-MODELS = {"unet": UNet, "mlp": MLP, "song_unet": SongUNet}
+MODELS = {"unet": UNet, "mlp": MLP, "song_unet": SongUNet, "adm": ADMUNet}
 
 
 def model_fields(name: str) -> set[str]:

@@ -5,12 +5,21 @@ github.com/NVlabs/edm): the convolution with optional FIR up/downsampling, the
 unified residual block with optional self-attention, and the two noise embeddings.
 All tensors are NHWC (EDM is NCHW); convolution kernels are (k, k, C_in, C_out).
 
-Initialisation follows EDM's `weight_init`: 'xavier_uniform' weights,
+Initialisation follows EDM's `weight_init`: SongUNet uses 'xavier_uniform' weights,
 U(-b, b) with b = gain * sqrt(6 / (fan_in + fan_out)) and fans counted with the
-receptive field (k*k*C_in, k*k*C_out); biases 0; GroupNorm scale 1, bias 0.
+receptive field (k*k*C_in, k*k*C_out), biases 0; DhariwalUNet (`cmjax.models.adm_unet`) uses
+'kaiming_uniform', b = gain * sqrt(3 / fan_in), for weights and biases alike (PyTorch's default
+init at gain sqrt(1/3)), and exact zeros for the residual branches' output layers.
+GroupNorm scale 1, bias 0.
+
+Mixed precision: activations follow the dtype of the image input (the lead casts params and x to
+bfloat16): convolutions cast their weights to x.dtype, GroupNorm normalises in float32 and
+returns x.dtype, attention logits and softmax are float32. The noise/label embedding stays
+float32, as in EDM's fp16 mode; each block casts its projection of it to x.dtype.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -25,6 +34,9 @@ Array = jax.Array
 # residual branches and of the network), init_attn = xavier_uniform * sqrt(0.2) (qkv).
 INIT_ZERO_GAIN = 1e-5
 INIT_ATTN_GAIN = math.sqrt(0.2)
+# DhariwalUNet: init = kaiming_uniform * sqrt(1/3) for weights and biases (U(+-1/sqrt(fan_in))).
+INIT_ADM_GAIN = math.sqrt(1.0 / 3.0)
+INIT_MODES = ("xavier_uniform", "kaiming_uniform")
 
 
 def xavier_uniform(gain: float = 1.0) -> nn.initializers.Initializer:
@@ -32,9 +44,42 @@ def xavier_uniform(gain: float = 1.0) -> nn.initializers.Initializer:
   return nn.initializers.variance_scaling(gain**2, "fan_avg", "uniform")
 
 
-def group_norm(channels: int, eps: float, name: str) -> nn.GroupNorm:
-  """EDM GroupNorm: min(32, C // 4) groups (at least 4 channels per group)."""
-  return nn.GroupNorm(num_groups=min(32, channels // 4), epsilon=eps, name=name)
+def uniform_init(bound: float) -> nn.initializers.Initializer:
+  """U(-bound, bound) of any shape (EDM weight_init with the layer's own fans); 0 gives zeros."""
+  def init(key, shape, dtype=jnp.float32):
+    if not bound:
+      return jnp.zeros(shape, dtype)
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+  return init
+
+
+def init_bound(mode: str, fan_in: int, fan_out: int) -> float:
+  """EDM weight_init's U(-b, b) bound: xavier sqrt(6/(fan_in+fan_out)), kaiming sqrt(3/fan_in)."""
+  if mode not in INIT_MODES:
+    raise ValueError(f"unknown init mode {mode!r}; known: {INIT_MODES}")
+  if mode == "xavier_uniform":
+    return math.sqrt(6.0 / (fan_in + fan_out))
+  return math.sqrt(3.0 / fan_in)
+
+
+def dense(features: int, fan_in: int, mode: str, gain: float, name: str,
+          use_bias: bool = True) -> nn.Dense:
+  """EDM Linear (in -> features), weight and bias both gain * U(+-bound) as EDM initialises them
+  for mode 'kaiming_uniform'; for 'xavier_uniform' the bias is 0 (SongUNet's init_bias=0)."""
+  if mode == "xavier_uniform":
+    return nn.Dense(features, use_bias=use_bias, kernel_init=xavier_uniform(gain), name=name)
+  b = gain * init_bound(mode, fan_in, features)
+  return nn.Dense(features, use_bias=use_bias, kernel_init=uniform_init(b),
+                  bias_init=uniform_init(b), name=name)
+
+
+def group_norm(channels: int, eps: float, name: str, dtype=None) -> nn.GroupNorm:
+  """EDM GroupNorm: min(32, C // 4) groups (at least 4 channels per group).
+
+  Statistics and normalisation in float32 (flax); the output has `dtype` (pass x.dtype so a
+  bfloat16 input stays bfloat16 whatever the parameters' dtype), None = promoted.
+  """
+  return nn.GroupNorm(num_groups=min(32, channels // 4), epsilon=eps, dtype=dtype, name=name)
 
 
 def _filter_2d(taps: Sequence[float]) -> np.ndarray:
@@ -83,7 +128,9 @@ class Conv2d(nn.Module):
     up, down: 2x upsampling / downsampling with `resample_filter`.
     resample_filter: 1-D filter taps (even length).
     fused_resample: convolve before downsampling (see above).
-    init_gain: gain of the xavier-uniform weight init (1, INIT_ZERO_GAIN or INIT_ATTN_GAIN).
+    init_gain: gain of the weight init (1, INIT_ZERO_GAIN or INIT_ATTN_GAIN for SongUNet's
+      xavier-uniform; INIT_ADM_GAIN or 0 for DhariwalUNet's kaiming-uniform).
+    init_mode: 'xavier_uniform' (bias 0) or 'kaiming_uniform' (bias U(+-init_gain * bound)).
   """
   out_channels: int
   kernel: int
@@ -92,6 +139,7 @@ class Conv2d(nn.Module):
   resample_filter: Sequence[int] = (1, 1)
   fused_resample: bool = False
   init_gain: float = 1.0
+  init_mode: str = "xavier_uniform"
 
   def _conv(self, x: Array, w: Array, pad: int) -> Array:
     return jax.lax.conv_general_dilated(x, w.astype(x.dtype), (1, 1), [(pad, pad), (pad, pad)],
@@ -104,8 +152,14 @@ class Conv2d(nn.Module):
     k, taps = self.kernel, tuple(self.resample_filter)
     if not k:
       return upsample(x, taps) if self.up else downsample(x, taps) if self.down else x
-    w = self.param("kernel", xavier_uniform(self.init_gain), (k, k, x.shape[-1], self.out_channels))
-    b = self.param("bias", nn.initializers.zeros, (self.out_channels,))
+    shape = (k, k, x.shape[-1], self.out_channels)
+    if self.init_mode == "xavier_uniform":
+      w_init, b_init = xavier_uniform(self.init_gain), nn.initializers.zeros
+    else:
+      bound = self.init_gain * init_bound(self.init_mode, k * k * shape[2], k * k * shape[3])
+      w_init = b_init = uniform_init(bound)
+    w = self.param("kernel", w_init, shape)
+    b = self.param("bias", b_init, (self.out_channels,))
     if self.fused_resample and self.down:
       x = self._conv(x, w, k // 2 + (len(taps) - 1) // 2)
       x = _depthwise(x, _filter_2d(taps), stride=2, dilation=1, pad=0)
@@ -121,16 +175,28 @@ class Conv2d(nn.Module):
 
 
 class UNetBlock(nn.Module):
-  """EDM UNetBlock as SongUNet configures it (adaptive_scale=False, resample_proj=True).
+  """EDM UNetBlock, the residual block of SongUNet (DDPM++/NCSN++) and DhariwalUNet (ADM).
 
   (B, H, W, C_in), emb (B, E) -> (B, H', W', out_channels), H' = 2H (up), H/2 (down) or H:
     h = conv0(silu(norm0(x)))                   (3x3, resampled when up/down)
-    h = silu(norm1(h + affine(emb)))            (embedding added per channel)
-    h = conv1(dropout(h))                       (3x3, init gain 1e-5)
-    x = skip_scale * (h + skip(x))              (skip: 1x1 conv, resampled, if shape changes)
-  and with attention (single-head unless num_heads > 1, EDM's q.k / sqrt(C_head) in float32):
+    h = silu(norm1(h + affine(emb)))            (adaptive_scale=False: SongUNet)
+    h = silu(shift + norm1(h) * (scale + 1))    (adaptive_scale=True: ADM; [scale, shift] = affine)
+    h = conv1(dropout(h))                       (3x3, init 1e-5 xavier / exact zeros)
+    x = skip_scale * (h + skip(x))              (skip if shape changes: 1x1 conv, resampled; with
+                                                 resample_proj=False and C_in == C_out a plain
+                                                 resampling without weights, as ADM)
+  and with attention (num_heads heads; EDM's q.k / sqrt(C_head) softmax in float32):
     x = skip_scale * (proj(softmax(q k^T / sqrt(C_head)) v) + x), qkv = 1x1 conv(norm2(x)).
   The qkv channels are laid out (head, channel, {q,k,v}) as in EDM's reshape.
+
+  Attributes:
+    out_channels, up, down, attention, num_heads, dropout, skip_scale, eps, resample_filter:
+      as EDM's UNetBlock (num_heads given explicitly; ADM passes out_channels // 64).
+    adaptive_scale: ADM's scale-shift conditioning (affine outputs 2 * out_channels).
+    resample_proj: 1x1 projection on a resampling skip even when channels match (SongUNet).
+    init_mode: 'xavier_uniform' (SongUNet: init xavier, init_zero 1e-5 xavier, init_attn
+      sqrt(0.2) xavier, biases 0) or 'kaiming_uniform' (DhariwalUNet: init kaiming * sqrt(1/3)
+      for weights and biases, init_zero exact zeros, init_attn = init).
   """
   out_channels: int
   up: bool = False
@@ -141,42 +207,60 @@ class UNetBlock(nn.Module):
   skip_scale: float = 1.0
   eps: float = 1e-5
   resample_filter: Sequence[int] = (1, 1)
+  adaptive_scale: bool = False
+  resample_proj: bool = True
+  init_mode: str = "xavier_uniform"
 
   @nn.compact
   def __call__(self, x: Array, emb: Array, train: bool) -> Array:
-    cin, cout = x.shape[-1], self.out_channels
+    cin, cout, dt = x.shape[-1], self.out_channels, x.dtype
     taps = tuple(self.resample_filter)
-    h = nn.silu(group_norm(cin, self.eps, "norm0")(x))
-    h = Conv2d(cout, 3, up=self.up, down=self.down, resample_filter=taps, name="conv0")(h)
-    h = h + nn.Dense(cout, kernel_init=xavier_uniform(), name="affine")(emb)[:, None, None, :]
-    h = nn.silu(group_norm(cout, self.eps, "norm1")(h))
+    adm = self.init_mode == "kaiming_uniform"
+    g_init, g_zero = (INIT_ADM_GAIN, 0.0) if adm else (1.0, INIT_ZERO_GAIN)
+    g_attn = INIT_ADM_GAIN if adm else INIT_ATTN_GAIN
+    conv = functools.partial(Conv2d, resample_filter=taps, init_mode=self.init_mode)
+    h = nn.silu(group_norm(cin, self.eps, "norm0", dt)(x))
+    h = conv(cout, 3, up=self.up, down=self.down, init_gain=g_init, name="conv0")(h)
+    width = cout * (2 if self.adaptive_scale else 1)
+    params = dense(width, emb.shape[-1], self.init_mode, g_init, "affine")(emb)
+    params = params[:, None, None, :].astype(dt)  # the float32 embedding's projection, in x.dtype
+    if self.adaptive_scale:
+      scale, shift = params[..., :cout], params[..., cout:]
+      h = nn.silu(shift + group_norm(cout, self.eps, "norm1", dt)(h) * (scale + 1))
+    else:
+      h = nn.silu(group_norm(cout, self.eps, "norm1", dt)(h + params))
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
-    h = Conv2d(cout, 3, init_gain=INIT_ZERO_GAIN, name="conv1")(h)
+    h = conv(cout, 3, init_gain=g_zero, name="conv1")(h)
     if cout != cin or self.up or self.down:
-      x = Conv2d(cout, 1, up=self.up, down=self.down, resample_filter=taps, name="skip")(x)
+      kernel = 1 if self.resample_proj or cout != cin else 0
+      x = conv(cout, kernel, up=self.up, down=self.down, init_gain=g_init, name="skip")(x)
     x = (h + x) * self.skip_scale
     if not self.attention:
       return x
     b, hh, ww, _ = x.shape
     heads = self.num_heads
-    qkv = group_norm(cout, self.eps, "norm2")(x)
-    qkv = Conv2d(3 * cout, 1, init_gain=INIT_ATTN_GAIN, name="qkv")(qkv)
+    if heads < 1 or cout % heads:
+      raise ValueError(f"UNetBlock: num_heads={heads} must divide out_channels={cout}")
+    qkv = group_norm(cout, self.eps, "norm2", dt)(x)
+    qkv = conv(3 * cout, 1, init_gain=g_attn, name="qkv")(qkv)
     qkv = qkv.reshape(b, hh * ww, heads, cout // heads, 3)
     q, k, v = qkv[..., 0], qkv[..., 1], qkv[..., 2]
-    logits = jnp.einsum("bqhc,bkhc->bhqk", q.astype(jnp.float32), k.astype(jnp.float32))
-    w = jax.nn.softmax(logits / math.sqrt(cout // heads), axis=-1).astype(x.dtype)
+    logits = jnp.einsum("bqhc,bkhc->bhqk", q, k, preferred_element_type=jnp.float32)
+    w = jax.nn.softmax(logits.astype(jnp.float32) / math.sqrt(cout // heads), axis=-1).astype(dt)
     a = jnp.einsum("bhqk,bkhc->bqhc", w, v).reshape(b, hh, ww, cout)
-    a = Conv2d(cout, 1, init_gain=INIT_ZERO_GAIN, name="proj")(a)
+    a = conv(cout, 1, init_gain=g_zero, name="proj")(a)
     return (a + x) * self.skip_scale
 
 
-def positional_embedding(x: Array, channels: int, max_positions: float = 10000.0) -> Array:
-  """DDPM++ embedding (EDM PositionalEmbedding, endpoint=True): x (B,) -> (B, channels).
+def positional_embedding(x: Array, channels: int, max_positions: float = 10000.0,
+                         endpoint: bool = True) -> Array:
+  """EDM PositionalEmbedding: x (B,) -> (B, channels) float32; DDPM++ endpoint=True, ADM False.
 
-  freqs_i = max_positions^(-i / (channels/2 - 1)), i = 0..channels/2-1; returns [cos, sin](x freqs).
+  freqs_i = max_positions^(-i / (channels/2 - endpoint)), i = 0..channels/2-1;
+  returns [cos, sin](x freqs).
   """
   half = channels // 2
-  freqs = (1.0 / max_positions) ** (jnp.arange(half, dtype=jnp.float32) / (half - 1))
+  freqs = (1.0 / max_positions) ** (jnp.arange(half, dtype=jnp.float32) / (half - int(endpoint)))
   args = x.astype(jnp.float32)[:, None] * freqs[None]
   return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
 
@@ -191,3 +275,17 @@ def fourier_embedding(x: Array, channels: int, scale: float, seed: int) -> Array
   freqs = np.random.default_rng(seed).standard_normal(channels // 2).astype(np.float32) * scale
   args = x.astype(jnp.float32)[:, None] * jnp.asarray(2 * np.pi * freqs)[None]
   return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+
+
+def label_vectors(class_labels, batch: int, label_dim: int) -> Array:
+  """Class labels (B,) ints or (B, label_dim) -> (B, label_dim) float32; None -> zeros (EDM's
+  unconditional input)."""
+  if class_labels is None:
+    return jnp.zeros((batch, label_dim), jnp.float32)
+  class_labels = jnp.asarray(class_labels)
+  if class_labels.shape == (batch,) and jnp.issubdtype(class_labels.dtype, jnp.integer):
+    return jax.nn.one_hot(class_labels, label_dim, dtype=jnp.float32)
+  if class_labels.shape != (batch, label_dim):
+    raise ValueError(f"class_labels must be ({batch},) ints or ({batch}, {label_dim}), "
+                     f"got {class_labels.shape} {class_labels.dtype}")
+  return class_labels.astype(jnp.float32)

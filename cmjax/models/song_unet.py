@@ -25,6 +25,10 @@ progressive='none', progressive_input='residual'); decoder_type='skip' (score_sd
 
 Like the other backbones the network only sees (c_in * x, c_noise) and knows nothing of
 noise levels; the preconditioner (cmjax.parametrization) wraps it.
+
+Mixed precision: with params and x cast to bfloat16 the network runs in bfloat16 (convolutions,
+activations, output); the noise/label embedding MLP stays float32 as in EDM's fp16 mode,
+GroupNorm statistics and the attention softmax are float32 (see song_layers).
 """
 from __future__ import annotations
 
@@ -38,8 +42,8 @@ import jax
 import jax.numpy as jnp
 
 from cmjax.models.song_layers import (INIT_ZERO_GAIN, Conv2d, UNetBlock, downsample,
-                                      fourier_embedding, group_norm, positional_embedding,
-                                      upsample, xavier_uniform)
+                                      fourier_embedding, group_norm, label_vectors,
+                                      positional_embedding, upsample, xavier_uniform)
 
 Array = jax.Array
 
@@ -129,15 +133,7 @@ class SongUNet(nn.Module):
 
   def _labels(self, class_labels: Optional[Array], batch: int) -> Array:
     """(B,) ints or (B, label_dim) -> (B, label_dim) float32; None -> zeros."""
-    if class_labels is None:
-      return jnp.zeros((batch, self.label_dim), jnp.float32)
-    class_labels = jnp.asarray(class_labels)
-    if class_labels.shape == (batch,) and jnp.issubdtype(class_labels.dtype, jnp.integer):
-      return jax.nn.one_hot(class_labels, self.label_dim, dtype=jnp.float32)
-    if class_labels.shape != (batch, self.label_dim):
-      raise ValueError(f"class_labels must be ({batch},) ints or ({batch}, {self.label_dim}), "
-                       f"got {class_labels.shape} {class_labels.dtype}")
-    return class_labels.astype(jnp.float32)
+    return label_vectors(class_labels, batch, self.label_dim)
 
   def _embedding(self, c_noise: Array, class_labels, augment_labels, batch: int,
                  train: bool) -> Array:
@@ -226,7 +222,7 @@ class SongUNet(nn.Module):
       if self.decoder_type == "skip" or level == 0:
         if out is not None:
           out = upsample(out, taps)
-        t = nn.silu(group_norm(h.shape[-1], 1e-6, f"{tag}_aux_norm")(h))
+        t = nn.silu(group_norm(h.shape[-1], 1e-6, f"{tag}_aux_norm", h.dtype)(h))
         t = Conv2d(c_out, 3, init_gain=INIT_ZERO_GAIN, name=f"{tag}_aux_conv")(t)
         out = t if out is None else t + out
     return out

@@ -54,6 +54,10 @@ class UNet(nn.Module):
       (c_noise = ln(t)/4 spans about [-1.6, 1.1], so ~1000 spreads it over the
       embedding's frequencies as DDPM timesteps would).
     groups: GroupNorm groups.
+    label_dim: number of classes (0 = unconditional); a class-conditional model adds a
+      learned embedding of the one-hot label to the time embedding (as EDM's map_label).
+  Mixed precision: with bfloat16 parameters and input the whole network computes in bf16
+  (GroupNorm statistics in float32, as flax computes them).
   """
   channels: int = 64
   channel_mult: Sequence[int] = (1, 2)
@@ -61,14 +65,26 @@ class UNet(nn.Module):
   dropout: float = 0.1
   time_scale: float = 1000.0
   groups: int = 8
+  label_dim: int = 0
 
   @nn.compact
-  def __call__(self, x: Array, c_noise: Array, train: bool = False) -> Array:
+  def __call__(self, x: Array, c_noise: Array, train: bool = False,
+               class_labels: Array | None = None) -> Array:
+    """x (B, H, W, C), c_noise (B,), class_labels (B,) ints (label_dim > 0) -> (B, H, W, C)."""
     if x.shape[1] % (2 ** (len(self.channel_mult) - 1)):
       raise ValueError(f"image size {x.shape[1]} is not divisible by 2^(levels-1) for "
                        f"channel_mult={tuple(self.channel_mult)}")
     emb_dim = 4 * self.channels
-    emb = positional_embedding(c_noise * self.time_scale, self.channels)
+    emb = positional_embedding(c_noise * self.time_scale, self.channels).astype(x.dtype)
+    if self.label_dim:
+      if class_labels is None or class_labels.shape != x.shape[:1]:
+        raise ValueError(f"a class-conditional UNet (label_dim={self.label_dim}) needs "
+                         f"class_labels of shape {x.shape[:1]}, got "
+                         f"{None if class_labels is None else class_labels.shape}")
+      onehot = jax.nn.one_hot(class_labels, self.label_dim, dtype=x.dtype)
+      emb = emb + nn.Dense(self.channels, name="label_embed")(onehot)
+    elif class_labels is not None:
+      raise ValueError("class_labels given to an unconditional UNet (label_dim=0)")
     emb = nn.silu(nn.Dense(emb_dim)(emb))
     emb = nn.silu(nn.Dense(emb_dim)(emb))
     block = lambda ch: ResBlock(ch, self.dropout, self.groups)
