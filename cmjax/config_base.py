@@ -48,6 +48,8 @@ train.ema_halflife_kimg  if > 0: the EMA decay per step is 0.5^(batch_size / (10
                          half-life in images, independent of the batch size); replaces ema_rate
 train.ema_rampup_ratio   with ema_halflife_kimg: the half-life is at most this fraction of the images
                          seen so far (EDM's ramp-up, 0.05; 0 = no ramp-up)
+train.init_workdir       start from the EMA parameters of the run in this workdir (same backbone, data
+                         and sigma_data; any method: ECT tunes a pretrained EDM run); '' = random init
 train.precision          'fp32' or 'bf16' (mixed precision: fp32 master parameters, optimiser and
                          EMA; the backbone computes in bfloat16; preconditioning and losses in fp32)
 train.grad_accum         micro-batches per step (gradients averaged; the update equals the one of the
@@ -148,7 +150,7 @@ def get_config() -> ml_collections.ConfigDict:
       weight_decay=0.0))
   c.train = ml_collections.ConfigDict(dict(
       sharding="data", batch_size=128, num_steps=200_000, duration_kimg=0.0, ema_rate=0.9999,
-      ema_halflife_kimg=0.0, ema_rampup_ratio=0.0, ema_warmup=False, precision="fp32", grad_accum=1,
+      ema_halflife_kimg=0.0, ema_rampup_ratio=0.0, ema_warmup=False, init_workdir="", precision="fp32", grad_accum=1,
       skip_nonfinite=False, log_every=50, checkpoint_every=1000, keep_checkpoints=3,
       sample_every=0))
   c.eval = ml_collections.ConfigDict(dict(

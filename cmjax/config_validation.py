@@ -61,6 +61,20 @@ def validate_config(config, num_devices: int) -> None:
   need(tr.batch_size > 0, f"train.batch_size must be positive, got {tr.batch_size}")
   need(tr.batch_size % num_devices == 0,
        f"train.batch_size {tr.batch_size} is not divisible by the number of devices ({num_devices})")
+  need(tr.precision in ("fp32", "bf16"), f"unknown train.precision {tr.precision!r}; known: 'fp32', 'bf16'")
+  need(tr.grad_accum >= 1, f"train.grad_accum must be >= 1, got {tr.grad_accum}")
+  need(tr.batch_size % (tr.grad_accum * num_devices) == 0,
+       f"train.batch_size {tr.batch_size} must split into train.grad_accum={tr.grad_accum} "
+       f"micro-batches divisible by the number of devices ({num_devices})")
+  for key in ("train.duration_kimg", "train.ema_halflife_kimg", "train.ema_rampup_ratio",
+              "optim.warmup_kimg"):
+    section, field = key.split(".")
+    need(config[section][field] >= 0, f"{key} must be >= 0, got {config[section][field]}")
+  if tr.init_workdir and config.method in ("cd", "scd"):
+    need(not config[config.method].init_from_teacher, f"train.init_workdir and "
+         f"{config.method}.init_from_teacher both set the initial weights; choose one")
+  need(tr.ema_rampup_ratio == 0 or tr.ema_halflife_kimg > 0,
+       "train.ema_rampup_ratio needs train.ema_halflife_kimg > 0 (it ramps up the half-life)")
   need(ev.batch_size > 0 and ev.batch_size % num_devices == 0,
        f"eval.batch_size {ev.batch_size} must be positive and divisible by the number of devices ({num_devices})")
   need(0.0 <= tr.ema_rate < 1.0, f"train.ema_rate must be in [0, 1), got {tr.ema_rate}")
@@ -70,8 +84,10 @@ def validate_config(config, num_devices: int) -> None:
   toy = config.data.name.startswith("toy2d_")
   if toy:
     need(ev.num_samples >= 256, f"eval.num_samples must be >= 256 for the 2-D metrics, got {ev.num_samples}")
-  else:
+  elif config.data.name == "digits":
     need(ev.num_samples >= 1000, f"eval.num_samples must be >= 1000 for digits-FD, got {ev.num_samples}")
+  from cmjax.data import check_data_config
+  check_data_config(config)
   need(0 < pa.sigma_min < pa.sigma_max, f"need 0 < param.sigma_min < param.sigma_max, got "
        f"{pa.sigma_min}, {pa.sigma_max}")
   need(pa.sigma_data > 0, f"param.sigma_data must be positive, got {pa.sigma_data}")
@@ -98,6 +114,13 @@ def _check_model(config, need) -> None:
       need(m[key] == base[key], f"model.{key} is not an argument of model {m.name!r} "
            f"(it takes {sorted(fields)})")
   need(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}")
+  if m.label_dim:
+    from cmjax.data import num_classes
+    need("label_dim" in fields, f"model {m.name!r} cannot be class-conditional (model.label_dim="
+         f"{m.label_dim})")
+    classes = num_classes(config)
+    need(classes == m.label_dim, f"model.label_dim={m.label_dim} but data {config.data.name} has "
+         f"{classes} classes" + (" (no labels)" if not classes else ""))
   if m.name == "unet":
     need(m.channels > 0 and m.channels % m.groups == 0,
          f"model.channels {m.channels} must be a positive multiple of model.groups {m.groups}")

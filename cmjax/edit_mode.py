@@ -88,6 +88,9 @@ def check_edit_config(config, image_shape) -> None:
     raise ConfigError(f"unknown edit.task {e.task!r}; known: {', '.join(editing.TASKS)}")
   if len(image_shape) != 3:
     raise ConfigError(f"--mode edit needs image data; {config.data.name} is not images")
+  if config.model.label_dim:
+    raise ConfigError("--mode edit supports unconditional models only (this model has "
+                      f"model.label_dim={config.model.label_dim})")
   sig = [float(v) for v in e.sigmas]
   if not sig or any(b >= a for a, b in zip(sig, sig[1:])) or sig[-1] <= config.param.sigma_min \
       or sig[0] > config.param.sigma_max:
@@ -102,11 +105,11 @@ def check_edit_config(config, image_shape) -> None:
 def edit(config, workdir: str) -> dict:
   """`--mode edit`; returns the paths written and, for tasks with a reference, the mean squared
   error of the edit and of what the model saw, against the originals."""
-  from cmjax.data import IMAGE_SHAPES
+  from cmjax.data import image_shape
   from cmjax.inference import consistency_fn, restore_params
   from cmjax.trainer import Run
 
-  shape = IMAGE_SHAPES[config.data.name]
+  shape = image_shape(config)
   check_edit_config(config, shape)
   e = config.edit
   if e.task in ("inpaint", "colorize", "superres"):

@@ -106,10 +106,10 @@ def trigflow_consistency(x: Array, t: Array, F: Array, sigma_data: float) -> Arr
   return _bcast(jnp.cos(t), x) * x - _bcast(jnp.sin(t), x) * sigma_data * F
 
 
-def make_model_fn(model, precond) -> Callable:
+def make_model_fn(model, precond, compute_dtype=None) -> Callable:
   """Builds the function every objective and sampler calls.
 
-  Returns `fn(params, x, t, dropout_keys=None) -> (B, H, W, C)`:
+  Returns `fn(params, x, t, dropout_keys=None, labels=None) -> (B, H, W, C)`:
     params: the backbone's parameters (the 'params' collection).
     x: (B, H, W, C) noisy images; t: (B,) noise levels.
     dropout_keys: None for deterministic evaluation, or a (B,) array of PRNG keys,
@@ -118,26 +118,45 @@ def make_model_fn(model, precond) -> Callable:
       step on a global batch give the same result however the batch is split
       over devices (jit+sharding, pmap, several hosts), and lets a student and a
       teacher pass share masks by passing the same keys.
+    labels: None (unconditional) or (B,) int class labels, passed to the backbone as
+      `class_labels` (class-conditional models, EDM's convention; one-hot inside).
+  compute_dtype: None (float32) or jnp.bfloat16 for mixed precision: the parameters and the
+    backbone's input are cast to it, so the backbone computes in bf16 while the master
+    parameters (and their gradients), the preconditioning and the loss stay in float32; the
+    backbone's output is cast back to x's dtype by the preconditioner.
   """
+  cast = (lambda tree: tree) if compute_dtype is None else (
+      lambda tree: jax.tree.map(lambda a: a.astype(compute_dtype)
+                                if jnp.issubdtype(a.dtype, jnp.floating) else a, tree))
 
-  def net_eval(params):
+  def backbone(params, rngs, labels, train):
+    p = cast(params)
+    kw = {} if labels is None else {"class_labels": labels}
+
     def net(x_in, c_noise):
-      return model.apply({"params": params}, x_in, c_noise, train=False)
+      return model.apply({"params": p}, cast(x_in), c_noise, train=train, rngs=rngs, **kw)
     return net
 
-  def fn(params, x: Array, t: Array, dropout_keys: Optional[Array] = None) -> Array:
+  def fn(params, x: Array, t: Array, dropout_keys: Optional[Array] = None,
+         labels: Optional[Array] = None) -> Array:
     if dropout_keys is None:
-      return precond(net_eval(params), x, t)
+      return precond(backbone(params, None, labels, False), x, t)
 
-    def one(xi, ti, ki):
-      def net(x_in, c_noise):
-        return model.apply({"params": params}, x_in, c_noise, train=True,
-                           rngs={"dropout": ki})
-      return precond(net, xi[None], ti[None])[0]
+    def one(xi, ti, ki, yi):
+      y = None if yi is None else yi[None]
+      return precond(backbone(params, {"dropout": ki}, y, True), xi[None], ti[None])[0]
 
-    return jax.vmap(one)(x, t, dropout_keys)
+    return jax.vmap(one)(x, t, dropout_keys, labels)
 
   return fn
+
+
+def bind_labels(fn: Callable, labels: Optional[Array]) -> Callable:
+  """fn(params, x, t, keys=None, labels=labels): a model function with fixed (B,) labels, so
+  objectives and samplers that call fn(params, x, t[, keys]) condition on them (None: fn)."""
+  if labels is None:
+    return fn
+  return lambda params, x, t, dropout_keys=None: fn(params, x, t, dropout_keys, labels=labels)
 
 
 PARAMETRIZATIONS = ("cm", "edm", "trigflow")

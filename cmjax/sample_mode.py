@@ -93,6 +93,10 @@ def sample(config, workdir: str) -> dict:
   s = config.sample
   if s.num < 1:
     raise ConfigError(f"sample.num must be >= 1, got {s.num}")
+  classes = int(config.model.label_dim)
+  if s.class_label >= 0 and s.class_label >= classes:
+    raise ConfigError(f"sample.class_label={s.class_label} is not a class of this model "
+                      f"(model.label_dim={classes}" + (", unconditional)" if not classes else ")"))
   if s.search_t_mid and (s.search_iters < 1 or s.search_num < 2 or not 0 < s.search_lo < s.search_hi):
     raise ConfigError("sample.search_*: need 0 < search_lo < search_hi, search_iters >= 1, "
                       "search_num >= 2")
@@ -106,7 +110,9 @@ def sample(config, workdir: str) -> dict:
   step, params = restore_params(run, workdir, int(s.checkpoint), s.params)
   is_main = jax.process_index() == 0
   out = {"step": step, "params": s.params, "spec": list(spec), "seed": int(s.seed)}
-  imgs = run.generate(params, int(s.num), spec, seed_offset=int(s.seed))
+  imgs = run.generate(params, int(s.num), spec, seed_offset=int(s.seed),
+                      class_label=int(s.class_label))
+  labels = run.sample_labels(int(s.num), int(s.seed), int(s.class_label))
   tag = s.tag or f"step{step}_" + (f"{len(spec[1])}step" if spec[0] in ("cm", "trigflow_cm") else "ode")
   base = os.path.join(workdir, "samples", f"sample_{tag}")
   if is_main:
@@ -114,7 +120,8 @@ def sample(config, workdir: str) -> dict:
     toy = config.data.name.startswith("toy2d_")
     arr = imgs.astype(np.float32) if toy else to_uint8(imgs)
     tmp = base + ".tmp.npz"
-    np.savez(tmp, images=arr, step=step, seed=int(s.seed), params=s.params, spec=json.dumps(list(spec)))
+    np.savez(tmp, images=arr, labels=labels, step=step, seed=int(s.seed), params=s.params,
+             spec=json.dumps(list(spec)))
     os.replace(tmp, base + ".npz")
     rows = max(1, min(int(math.isqrt(len(imgs))), 16))
     save_samples_picture(imgs, base + ".png", config.data.name, rows)

@@ -6,6 +6,7 @@ from the step stored in a checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import jax
@@ -63,23 +64,59 @@ def ect_mapping(t: Array, decay: Array, k: float = 8.0, b: float = 1.0) -> Array
   return jnp.maximum(t * (1.0 - decay * n), 0.0)
 
 
-def ema_decay_schedule(rate: float, warmup: bool = False) -> optax.Schedule:
-  """EMA decay of the sampling parameters as a schedule of the step.
+def ema_decay_schedule(rate: float, warmup: bool = False, halflife_images: float = 0.0,
+                       batch_size: int = 1, rampup_ratio: float = 0.0) -> optax.Schedule:
+  """EMA decay of the sampling parameters as a schedule of the (0-based) step.
 
   warmup=False: the constant `rate`. warmup=True: min(rate, (1 + step) / (10 + step)),
   the usual warm-up of an EMA that starts from random parameters (it would otherwise
   keep a weight rate^step on the initialisation: 0.37 after 1,000 steps at 0.999).
+  halflife_images > 0 (EDM, Karras et al. 2022, training_loop.py): decay
+  0.5^(batch_size / h) with the half-life h in images, h = min(halflife_images,
+  rampup_ratio * step * batch_size) when rampup_ratio > 0 (then the EMA equals the
+  parameters at step 0); this replaces `rate` and survives a change of batch size.
   """
+  if halflife_images > 0:
+    def decay(step):
+      h = jnp.asarray(halflife_images, jnp.float32)
+      if rampup_ratio > 0:
+        h = jnp.minimum(h, rampup_ratio * step * batch_size)
+      return 0.5 ** (batch_size / jnp.maximum(h, 1e-8))
+    return decay
   if not warmup:
     return optax.constant_schedule(rate)
   return lambda step: jnp.minimum(rate, (1.0 + step) / (10.0 + step))
 
 
-def warmup_constant_lr(lr: float, warmup_steps: int) -> optax.Schedule:
-  """Linear warmup from 0 to `lr` over `warmup_steps`, then constant (EDM's lr_rampup)."""
+def warmup_constant_lr(lr: float, warmup_steps: float) -> optax.Schedule:
+  """Linear warmup from 0 to `lr` over `warmup_steps` (may be fractional), then constant:
+  lr min(step / warmup_steps, 1), EDM's lr_rampup."""
   if warmup_steps <= 0:
     return optax.constant_schedule(lr)
-  return optax.linear_schedule(0.0, lr, warmup_steps)
+  return lambda step: lr * jnp.minimum(jnp.asarray(step, jnp.float32) / warmup_steps, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class Durations:
+  """A config's run length and schedules in steps (see `resolve_durations`)."""
+  num_steps: int
+  warmup_steps: float
+  ema: optax.Schedule
+  lr_schedule: optax.Schedule
+
+
+def resolve_durations(config) -> Durations:
+  """Steps from the kimg fields, for the configured global batch B (EDM counts in images):
+  num_steps = ceil(1000 train.duration_kimg / B) if duration_kimg > 0 else train.num_steps;
+  lr warm-up 1000 optim.warmup_kimg / B steps if warmup_kimg > 0 else optim.warmup_steps;
+  EMA from train.ema_halflife_kimg (with ema_rampup_ratio) if > 0 else ema_rate/ema_warmup."""
+  t, o = config.train, config.optim
+  b = int(t.batch_size)
+  steps = math.ceil(1000.0 * t.duration_kimg / b) if t.duration_kimg > 0 else int(t.num_steps)
+  warmup = 1000.0 * o.warmup_kimg / b if o.warmup_kimg > 0 else float(o.warmup_steps)
+  ema = ema_decay_schedule(t.ema_rate, t.ema_warmup, 1000.0 * t.ema_halflife_kimg, b,
+                           t.ema_rampup_ratio)
+  return Durations(steps, warmup, ema, warmup_constant_lr(o.lr, warmup))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,12 +21,78 @@ from cmjax.config_validation import ConfigError, config_to_json_dict, flatten
 
 @dataclasses.dataclass
 class Teacher:
-  """fn(params, x (B, ...), t (B,)) -> (B, ...) in eval mode (a denoiser D for 'edm', F for
-  'trigflow'); params: the teacher's EMA parameters; config: its run config; step: its step."""
+  """fn(params, x (B, ...), t (B,), labels=None) -> (B, ...) in eval mode (a denoiser D for
+  'edm', F for 'trigflow'; labels (B,) for a class-conditional teacher); params: the teacher's EMA parameters; config: its run config; step: its step."""
   fn: Callable
   params: Any
   config: Any
   step: int
+
+
+def _restore_run(workdir: str, what: str, field: str, mesh):
+  """(config, EMA params, step, model, objective) of the newest checkpoint of the run in
+  `workdir`; `what`/`field` name it in the one-line errors ('teacher', 'cd.teacher_workdir')."""
+  from cmjax.data import image_shape
+  from cmjax.models import build_model
+  from cmjax.objectives import build_objective
+  from cmjax.parallel import replicated
+  from cmjax.train_state import build_optimizer, init_train_state
+
+  ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
+  if not os.path.isdir(ckpt_dir):
+    raise ConfigError(f"{what} checkpoint not found: {ckpt_dir} does not exist ({field}={workdir!r})")
+  ck = checkpointing.Checkpointer(ckpt_dir)
+  try:
+    step = ck.latest_step()
+    if step is None:
+      raise ConfigError(f"{what} checkpoint not found: no complete checkpoint in {ckpt_dir}")
+    tcfg = ml_collections.ConfigDict(ck.read_config(step))
+    model = build_model(tcfg.model)
+    t_obj = build_objective(tcfg)
+    optimizer = build_optimizer(tcfg.optim)
+    shape = image_shape(tcfg)
+    abstract = jax.eval_shape(lambda k: init_train_state(model, optimizer, k, shape, t_obj,
+                                                         num_classes=int(tcfg.model.get("label_dim", 0))),
+                              jax.random.key(0))
+    rep = replicated(mesh)
+    target = checkpointing.abstract_with_shardings(abstract, jax.tree.map(lambda _: rep, abstract))
+    state, _ = ck.restore(step, target)
+  finally:
+    ck.close()
+  return tcfg, state.ema_params, int(step), model, t_obj
+
+
+def _check_same(tcfg, config, keys, what: str, workdir: str) -> None:
+  for key in keys:
+    a, b = flatten(tcfg.to_dict()).get(key), flatten(config.to_dict()).get(key)
+    if a != b:
+      raise ConfigError(f"{what} in {workdir} has {key}={a!r} but this run has {b!r}")
+
+
+# Regularisation may differ between the run that trained the weights and the one that starts from
+# them (the CM paper's CD student has dropout 0, its EDM teacher 0.13); the weights do not.
+_WEIGHT_FREE_MODEL_FIELDS = ("dropout", "label_dropout", "dropout_max_res")
+
+
+def _check_same_model(tcfg, config, why: str) -> None:
+  """The two runs' backbones have the same parameters (all model fields equal except dropout)."""
+  drop = lambda d: {k: v for k, v in d.items() if k not in _WEIGHT_FREE_MODEL_FIELDS}  # noqa: E731
+  t_model, s_model = drop(config_to_json_dict(tcfg.model)), drop(config_to_json_dict(config.model))
+  if t_model != s_model:
+    diff = {k: (t_model.get(k), s_model.get(k)) for k in sorted(set(t_model) | set(s_model))
+            if t_model.get(k) != s_model.get(k)}
+    raise ConfigError(f"{why} needs the same backbone, but model differs (that run, this run): {diff}")
+
+
+def load_init_params(config, mesh) -> tuple[Any, int]:
+  """(EMA params, step) of the run in config.train.init_workdir: a run starts from them (ECT tunes
+  a pretrained EDM model; sCT may start from a TrigFlow model). The backbone, data set and
+  sigma_data must match; any method may have trained it. One-line ConfigError otherwise."""
+  workdir = config.train.init_workdir
+  tcfg, params, step, _, _ = _restore_run(workdir, "initial-weights", "train.init_workdir", mesh)
+  _check_same(tcfg, config, ("data.name", "param.sigma_data"), "the run", workdir)
+  _check_same_model(tcfg, config, f"train.init_workdir={workdir!r}")
+  return params, step
 
 
 def load_teacher(config, objective, mesh) -> Teacher:
@@ -34,53 +100,23 @@ def load_teacher(config, objective, mesh) -> Teacher:
 
   Raises ConfigError (one line) for every problem listed in the module docstring.
   """
-  from cmjax.models import build_model
-  from cmjax.objectives import build_objective
-  from cmjax.parallel import replicated
   from cmjax.parametrization import build_preconditioner, make_model_fn
-  from cmjax.train_state import build_optimizer, init_train_state
-  from cmjax.data import IMAGE_SHAPES
+  from cmjax.run import COMPUTE_DTYPES
 
   method, need = config.method, objective.teacher_method
   workdir = config[method].teacher_workdir
   if not workdir:
     raise ConfigError(f"{method}.teacher_workdir is empty: {method} distils a trained '{need}' "
                       f"teacher; train one (method='{need}') and pass its workdir")
-  ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
-  if not os.path.isdir(ckpt_dir):
-    raise ConfigError(f"teacher checkpoint not found: {ckpt_dir} does not exist "
-                      f"({method}.teacher_workdir={workdir!r})")
-  ck = checkpointing.Checkpointer(ckpt_dir)
-  try:
-    step = ck.latest_step()
-    if step is None:
-      raise ConfigError(f"teacher checkpoint not found: no complete checkpoint in {ckpt_dir}")
-    tcfg = ml_collections.ConfigDict(ck.read_config(step))
-    if tcfg.method != need:
-      raise ConfigError(f"teacher in {workdir} was trained with method '{tcfg.method}'; "
-                        f"{method} needs a '{need}' teacher")
-    for key in ("data.name", "param.sigma_data"):
-      a, b = flatten(tcfg.to_dict()).get(key), flatten(config.to_dict()).get(key)
-      if a != b:
-        raise ConfigError(f"teacher in {workdir} has {key}={a!r} but this run has {b!r}")
-    t_model, s_model = config_to_json_dict(tcfg.model), config_to_json_dict(config.model)
-    if config[method].init_from_teacher and t_model != s_model:
-      diff = {k: (t_model.get(k), s_model.get(k)) for k in sorted(set(t_model) | set(s_model))
-              if t_model.get(k) != s_model.get(k)}
-      raise ConfigError(f"{method}.init_from_teacher needs the teacher's backbone, but model "
-                        f"differs (teacher, this run): {diff}")
-    model = build_model(tcfg.model)
-    t_obj = build_objective(tcfg)
-    optimizer = build_optimizer(tcfg.optim)
-    shape = IMAGE_SHAPES[tcfg.data.name]
-    abstract = jax.eval_shape(lambda k: init_train_state(model, optimizer, k, shape, t_obj),
-                              jax.random.key(0))
-    rep = replicated(mesh)
-    target = checkpointing.abstract_with_shardings(abstract, jax.tree.map(lambda _: rep, abstract))
-    state, _ = ck.restore(step, target)
-  finally:
-    ck.close()
+  tcfg, params, step, model, t_obj = _restore_run(workdir, "teacher", f"{method}.teacher_workdir",
+                                                  mesh)
+  if tcfg.method != need:
+    raise ConfigError(f"teacher in {workdir} was trained with method '{tcfg.method}'; "
+                      f"{method} needs a '{need}' teacher")
+  _check_same(tcfg, config, ("data.name", "param.sigma_data", "model.label_dim"), "teacher", workdir)
+  if config[method].init_from_teacher:
+    _check_same_model(tcfg, config, f"{method}.init_from_teacher")
   precond = build_preconditioner(t_obj.parametrization, tcfg.param.sigma_data, tcfg.param.sigma_min)
-  model_fn = make_model_fn(model, precond)
-  fn = lambda params, x, t: model_fn(params, x, t)
-  return Teacher(fn=fn, params=state.ema_params, config=tcfg, step=int(step))
+  model_fn = make_model_fn(model, precond, COMPUTE_DTYPES[config.train.precision])
+  fn = lambda params, x, t, labels=None: model_fn(params, x, t, labels=labels)
+  return Teacher(fn=fn, params=params, config=tcfg, step=step)

@@ -33,15 +33,16 @@ class TrainState:
   distance_params: Any = None
 
 
-def build_optimizer(optim_config) -> optax.GradientTransformation:
+def build_optimizer(optim_config, warmup_steps: float | None = None) -> optax.GradientTransformation:
   """Adam or RAdam with linear lr warmup, optional global-norm clipping and weight decay.
 
   Every field is honoured for every optimiser (the official CM code ignored warmup
   and clipping under RAdam). Fields: name ('adam'|'radam'), lr, b1, b2, eps,
-  warmup_steps, grad_clip (<= 0: off), weight_decay (decoupled, 0: off).
+  warmup_steps, grad_clip (<= 0: off), weight_decay (decoupled, 0: off). `warmup_steps`, when
+  given, replaces the config's (the trainer passes the one resolved from optim.warmup_kimg).
   """
   c = optim_config
-  lr = schedules.warmup_constant_lr(c.lr, c.warmup_steps)
+  lr = schedules.warmup_constant_lr(c.lr, c.warmup_steps if warmup_steps is None else warmup_steps)
   if c.name == "adam":
     opt = optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps)
   elif c.name == "radam":
@@ -59,7 +60,8 @@ def build_optimizer(optim_config) -> optax.GradientTransformation:
 
 
 def init_train_state(model, optimizer, key, image_shape, objective=None,
-                     teacher_params=None, init_params=None, distance_params=None) -> TrainState:
+                     teacher_params=None, init_params=None, distance_params=None,
+                     num_classes: int = 0) -> TrainState:
   """A fresh TrainState.
 
   Args:
@@ -72,10 +74,12 @@ def init_train_state(model, optimizer, key, image_shape, objective=None,
     distance_params: the LPIPS parameters (frozen) when the distance is 'lpips'.
     init_params: start from these backbone parameters instead of random ones (e.g. the
       teacher's, as CD does in the CM paper).
+    num_classes: > 0 for a class-conditional backbone (it is initialised with labels).
   EMA and target start equal to params.
   """
   x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
-  params = model.init(key, x, jnp.zeros((1,), jnp.float32), train=False)["params"]
+  kw = {"class_labels": jnp.zeros((1,), jnp.int32)} if num_classes else {}
+  params = model.init(key, x, jnp.zeros((1,), jnp.float32), train=False, **kw)["params"]
   if init_params is not None:
     params = jax.tree.map(lambda p, q: jnp.asarray(q, p.dtype).reshape(p.shape), params, init_params)
   aux = objective.init_aux(jax.random.fold_in(key, 1)) if objective is not None else {}

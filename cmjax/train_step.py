@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from cmjax.objectives.common import condition_on_labels
 from cmjax.train_state import TrainState
 
 
@@ -28,7 +29,7 @@ def example_keys(key: jax.Array, step: jax.Array, batch_size: int,
 def make_train_step(model_fn: Callable, objective: Callable, optimizer: optax.GradientTransformation,
                     ema_rate: float | optax.Schedule, axis_name: Optional[str] = None,
                     lr_schedule: Optional[optax.Schedule] = None,
-                    skip_nonfinite: bool = False) -> Callable:
+                    skip_nonfinite: bool = False, grad_accum: int = 1) -> Callable:
   """Builds `train_step(state, batch, key) -> (state, metrics)`.
 
   Args:
@@ -45,6 +46,10 @@ def make_train_step(model_fn: Callable, objective: Callable, optimizer: optax.Gr
       params, EMA and optimiser state unchanged (the step counter still advances) and
       reports metrics['skipped'] = 1; if False the update is applied as computed and
       the caller is expected to stop on a non-finite loss (the trainer does).
+    grad_accum: k > 1 splits the batch into k micro-batches (example i goes to micro-batch
+      i mod k, so each stays split over the devices like the batch) whose gradients are
+      summed in a `lax.scan`; every example keeps its key, so the update equals the one of
+      the whole batch (up to float summation order) at 1/k of the activation memory.
 
   Objectives with a target network (CT, CD) get it as extra['target'] and it is moved
   towards the new params with decay objective.target_ema(step); a teacher in the state is
@@ -53,25 +58,43 @@ def make_train_step(model_fn: Callable, objective: Callable, optimizer: optax.Gr
 
   The step computes keys = fold_in(key, state.step) per step and one key per example
   (`example_keys`), so `key` is the run's constant training key and a resumed run
-  continues bit-identically. batch: {'image': (B, H, W, C) float32}.
-  Metrics: scalar means over the global batch ('loss', 'grad_norm', 'lr' and the
-  objective's own terms).
+  continues bit-identically. batch: {'image': (B, H, W, C) float32} and, for class-conditional
+  models, 'label': (B,) int32 (the model and a teacher are conditioned on it,
+  `objectives.common.condition_on_labels`).
+  Metrics: scalar means over the global batch ('loss', 'grad_norm', 'lr', the norms of the
+  parameters and of the update, 'param_norm' and 'update_norm', and the objective's terms).
   """
 
   def train_step(state: TrainState, batch, key):
-    x = batch["image"]
+    x, labels = batch["image"], batch.get("label")
     keys = example_keys(key, state.step, x.shape[0], axis_name)
     frozen = {"target": state.target_params, "teacher": state.teacher_params,
               "distance": state.distance_params}
 
-    def loss_fn(trainable):
+    def loss_fn(trainable, x, keys, labels):
       params, aux = trainable
-      per_example, terms = objective(model_fn, params, x, keys, state.step, {**frozen, "aux": aux})
-      return jnp.mean(per_example), terms
+      mf, obj = condition_on_labels(model_fn, objective, labels)
+      per_example, terms = obj(mf, params, x, keys, state.step, {**frozen, "aux": aux})
+      return jnp.mean(per_example), {k: jnp.mean(v) for k, v in terms.items()}
 
     trainable = (state.params, state.aux_params)
-    (loss, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
-    metrics = {"loss": loss, **{k: jnp.mean(v) for k, v in terms.items()}}
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    if grad_accum == 1:
+      (loss, terms), grads = grad_fn(trainable, x, keys, labels)
+    else:  # micro-batch j = examples j, j + k, ...: (B, ...) -> (k, B / k, ...)
+      split = lambda a: None if a is None else jnp.swapaxes(
+          a.reshape((a.shape[0] // grad_accum, grad_accum) + a.shape[1:]), 0, 1)
+
+      def micro(acc, mb):
+        (l, t), g = grad_fn(trainable, *mb)
+        return jax.tree.map(jnp.add, acc, (l, t, g)), None
+
+      micro_batches = (split(x), split(keys), split(labels))
+      (l0, t0), g0 = jax.eval_shape(grad_fn, trainable, *jax.tree.map(lambda a: a[0], micro_batches))
+      zero = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), (l0, t0, g0))
+      total, _ = jax.lax.scan(micro, zero, micro_batches)
+      loss, terms, grads = jax.tree.map(lambda a: a / grad_accum, total)
+    metrics = {"loss": loss, **terms}
     if axis_name is not None:
       grads = jax.lax.pmean(grads, axis_name)
       metrics = jax.lax.pmean(metrics, axis_name)
@@ -80,6 +103,8 @@ def make_train_step(model_fn: Callable, objective: Callable, optimizer: optax.Gr
       metrics["lr"] = lr_schedule(state.step)
     updates, opt_state = optimizer.update(grads, state.opt_state, trainable)
     params, aux = optax.apply_updates(trainable, updates)
+    metrics["update_norm"] = optax.tree.norm(updates[0])
+    metrics["param_norm"] = optax.tree.norm(params)
     mu = ema_rate(state.step) if callable(ema_rate) else ema_rate
     ema = jax.tree.map(lambda e, p: mu * e + (1.0 - mu) * p, state.ema_params, params)
     target = state.target_params

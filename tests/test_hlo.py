@@ -9,7 +9,7 @@ from cmjax.trainer import Run
 def test_one_gradient_all_reduce_per_step():
   from configs import digits_ect
   run = Run(digits_ect.get_config("smoke"))
-  compiled, _ = run.compile_train_step()
+  compiled, _, _ = run.compile_train_step()
   lines = [l for l in compiled.as_text().splitlines()
            if re.search(r"= .*\ball-reduce(-start)?\(", l)]
   assert len(lines) == 1, [l[:200] for l in lines]

@@ -26,6 +26,8 @@ def evaluate(run, params, workdir: str, is_main: bool = True) -> dict:
   """Metrics of `params` with each of the run's samplers (`run.named_samplers`).
 
   digits: fd_digits_<sampler> (and the real-vs-real floor fd_digits_data).
+  other image data (cifar10, imagenet64, folder): no metric here, only the sample grids (FID
+  needs Inception weights and a reference: `--mode eval` with eval.fid_weights).
   toy2d_*: swd_<sampler> (sliced Wasserstein-1 to exact samples), modes_covered_<sampler>
   (fraction of the 8 modes) and near_modes_<sampler> (share of samples near a mode); for
   toy2d_gmm8 also consistency_error_{small,medium,large} (`evaluation.consistency_error`).
@@ -34,9 +36,12 @@ def evaluate(run, params, workdir: str, is_main: bool = True) -> dict:
   c = run.config
   data = c.data.name
   out = {}
+  metric = data == "digits" or is_toy2d(data)
   for name, spec in run.named_samplers:
-    imgs = run.generate(params, c.eval.num_samples, spec)
-    if is_toy2d(data):
+    imgs = run.generate(params, c.eval.num_samples if metric else c.eval.grid_rows ** 2, spec)
+    if not metric:
+      pass
+    elif is_toy2d(data):
       from cmjax.evaluation.toy2d_metrics import toy2d_metrics
       m = toy2d_metrics(imgs, data[len("toy2d_"):])
       out.update({f"swd_{name}": m["swd"], f"modes_covered_{name}": m["modes_covered"],
@@ -52,9 +57,9 @@ def evaluate(run, params, workdir: str, is_main: bool = True) -> dict:
     fn = model_consistency_fn(run.model_fn, run.objective.parametrization, run.diffusion,
                               c.param, c.eval.ode_steps)
     out.update(consistency_errors(fn, params, gmm8(), seed=c.seed))
-  if not is_toy2d(data):
+  if data == "digits":
     from cmjax.evaluation import digits_fd_data_floor
     out["fd_digits_data"] = float(digits_fd_data_floor())
-  out["eval_num_samples"] = int(c.eval.num_samples)
+  out["eval_num_samples"] = int(c.eval.num_samples) if metric else 0
   out["samplers"] = {name: list(spec) for name, spec in run.named_samplers}
   return out

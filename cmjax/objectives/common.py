@@ -18,6 +18,7 @@ Class attributes tell the trainer what to build:
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable, Optional
 
 import jax
@@ -41,6 +42,24 @@ class ObjectiveBase:
     """Initial trainable parameters owned by the objective ({} for most)."""
     del key
     return {}
+
+
+def condition_on_labels(model_fn: Callable, objective, labels: Optional[Array]):
+  """(model_fn, objective) conditioned on (B,) class labels (None: both unchanged).
+
+  The objectives call model_fn(params, x, t[, keys]) and teacher_fn(params, x, t) on the same
+  B examples, so binding the batch's labels here makes every method class-conditional
+  without a labels argument in each objective (a teacher gets the same labels).
+  """
+  if labels is None:
+    return model_fn, objective
+  from cmjax.parametrization import bind_labels
+
+  teacher_fn = getattr(objective, "teacher_fn", None)
+  if teacher_fn is not None:
+    objective = dataclasses.replace(
+        objective, teacher_fn=lambda p, x, t: teacher_fn(p, x, t, labels=labels))
+  return bind_labels(model_fn, labels), objective
 
 
 def split_keys(keys: Array, num: int) -> list[Array]:
