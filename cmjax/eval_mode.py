@@ -8,7 +8,8 @@ For every sampler of the run (1 and 2 steps, or the ODE of a diffusion model):
               (scripts/convert_inception_weights.py): FID of eval.fid_num_samples samples (50,000
               as in the papers) against eval.fid_reference, plus precision/recall on the same
               features. The reference .npz (mu, sigma, and up to 50,000 features) is computed
-              from the run's training images the first time and cached at that path.
+              from all the run's training images (digits, TFDS cifar10 / imagenet64, or a
+              folder; streamed through the data source) the first time and cached at that path.
 Sampling and feature extraction run jitted over the device mesh (batches split over devices);
 each record reports their img/s.
 """
@@ -59,20 +60,46 @@ def sharded_features(feature_fn, images: np.ndarray, batch: int, mesh) -> tuple[
   return np.concatenate(out), len(images) / max(time.perf_counter() - t0, 1e-9)
 
 
-def fid_reference(path: str, feature_fn, images_fn, batch: int, mesh) -> dict:
-  """The reference statistics at `path` (.npz with mu (F,), sigma (F, F), features (<= 50k, F)),
-  computed from images_fn() -> (N, H, W, 3) in [-1, 1] and cached there if missing."""
-  from cmjax.evaluation.frechet import feature_statistics
+class StreamingStatistics:
+  """Mean and unbiased covariance of features arriving in chunks (float64 sums), equal to
+  `frechet.feature_statistics` of their concatenation; keeps the first `keep` features."""
 
+  def __init__(self, keep: int = MAX_REFERENCE_FEATURES):
+    self.n, self.s1, self.s2, self.kept, self.keep = 0, None, None, [], keep
+
+  def add(self, feats: np.ndarray) -> None:
+    f = np.asarray(feats, np.float64)
+    if self.s1 is None:
+      self.s1, self.s2 = np.zeros(f.shape[1]), np.zeros((f.shape[1], f.shape[1]))
+    self.n += len(f)
+    self.s1 += f.sum(0)
+    self.s2 += f.T @ f
+    room = self.keep - sum(len(k) for k in self.kept)
+    if room > 0:
+      self.kept.append(np.asarray(feats[:room], np.float32))
+
+  def result(self) -> dict:
+    if self.n < 2:
+      raise ValueError(f"need at least 2 reference images, got {self.n}")
+    mu = self.s1 / self.n
+    sigma = (self.s2 - self.n * np.outer(mu, mu)) / (self.n - 1)
+    return {"mu": mu, "sigma": sigma, "features": np.concatenate(self.kept)}
+
+
+def fid_reference(path: str, feature_fn, chunks_fn, batch: int, mesh) -> dict:
+  """The reference statistics at `path` (.npz with mu (F,), sigma (F, F), features (<= 50k, F)),
+  computed from chunks_fn() -> iterable of (n, H, W, 3) images in [-1, 1] (streamed: a data set
+  need not fit in memory) and cached there if missing."""
   if os.path.isfile(path):
     with np.load(path) as z:
       missing = [k for k in ("mu", "sigma", "features") if k not in z]
       if missing:
         raise ConfigError(f"eval.fid_reference {path} lacks {missing}; delete it to recompute")
       return {k: z[k] for k in ("mu", "sigma", "features")}
-  feats, _ = sharded_features(feature_fn, images_fn(), batch, mesh)
-  mu, sigma = feature_statistics(feats)
-  ref = {"mu": mu, "sigma": sigma, "features": feats[:MAX_REFERENCE_FEATURES].astype(np.float32)}
+  stats = StreamingStatistics()
+  for chunk in chunks_fn():
+    stats.add(sharded_features(feature_fn, chunk, batch, mesh)[0])
+  ref = stats.result()
   if jax.process_index() == 0:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp.npz"
@@ -81,15 +108,29 @@ def fid_reference(path: str, feature_fn, images_fn, batch: int, mesh) -> dict:
   return ref
 
 
-def _training_images_rgb(config) -> np.ndarray:
-  """The run's training images as (N, H, W, 3) in [-1, 1] (grey repeated)."""
-  from cmjax.data.digits import load_digits_split
+REFERENCE_CHUNK = 10_000  # training images read, converted and featurised at a time
 
-  if config.data.name != "digits":
-    raise ConfigError(f"FID reference statistics from {config.data.name} are not available; give "
-                      f"a precomputed eval.fid_reference")
-  x = load_digits_split("train")
-  return np.repeat(x, 3, -1)
+
+def training_image_chunks(config, chunk: int = REFERENCE_CHUNK):
+  """Every training image of config.data once, as (<= chunk, H, W, 3) float32 in [-1, 1] (grey
+  repeated), in a fixed seeded order (so the features kept for precision/recall are a uniform
+  subset), read through the run's data source (TFDS, folder or digits; no flips)."""
+  from cmjax.data import build_source
+
+  if config.data.name.startswith("toy2d_"):
+    raise ConfigError(f"FID needs image data, not {config.data.name}")
+  cfg = config.copy_and_resolve_references()
+  with cfg.unlocked():
+    cfg.data.random_flip = False
+    cfg.train.batch_size = 1
+  source = build_source(cfg, 0, 1, with_labels=False)
+  order = np.random.default_rng(20240601).permutation(source.num_records)
+  for start in range(0, len(order), chunk):
+    images, _ = source.read_records(np.sort(order[start:start + chunk]))
+    x = np.asarray(images, np.float32)
+    if images.dtype == np.uint8:
+      x = x / 127.5 - 1.0
+    yield np.repeat(x, 3, -1) if x.shape[-1] == 1 else x
 
 
 def evaluate(config, workdir: str) -> list:
@@ -111,7 +152,7 @@ def evaluate(config, workdir: str) -> list:
       feature_fn = make_feature_fn(load_inception_params(e.fid_weights))
     except ValueError as err:
       raise ConfigError(f"eval.fid_weights: {err}") from err
-    ref = fid_reference(e.fid_reference, feature_fn, lambda: _training_images_rgb(config),
+    ref = fid_reference(e.fid_reference, feature_fn, lambda: training_image_chunks(config),
                         int(e.batch_size), run.mesh)
   train_feats = None
   if not data.startswith("toy2d_"):  # the digits classifier's features of the train split, once

@@ -2,7 +2,9 @@
 table, row "ECT"/"ECM (400k)", batch 128): FID 3.60 (1-step) / 2.11 (2-step) [code: locuslab/ect
 README; also sCM Table 1]. Variant ':200k' is the README's command (run_ecm.sh, 25.6 Mimg):
 FID 3.86 / 2.15 [code: README].
-  python launch.py --config configs/cifar10_ect.py --workdir runs/cifar10_ect
+  python launch.py --config configs/cifar10_edm.py --workdir runs/cifar10_edm     # the EDM model
+  python launch.py --config configs/cifar10_ect.py --workdir runs/cifar10_ect \
+      --config.train.init_workdir=runs/cifar10_edm
 
 Settings: run_ecm.sh = ct_train.py --cond=0 --arch=ddpmpp --duration=25.6 --tick=12.8
 --double=250 --batch=128 --lr=0.0001 --optim=RAdam --dropout=0.2 --augment=0.0
@@ -10,11 +12,10 @@ Settings: run_ecm.sh = ct_train.py --cond=0 --arch=ddpmpp --duration=25.6 --tick
 
 Deviations the lead must know:
 - INITIALISATION: ECT tunes from the EMA weights of the pretrained EDM DDPM++ model
-  (--transfer=.../edm-cifar10-32x32-uncond-vp.pkl). cmjax's ect section has no field to
-  initialise from a checkpoint (only cd/scd have init_from_teacher), so this config trains from
-  scratch, which converges much more slowly (ECT paper: tuning is the point). Needs e.g.
-  ect.init_workdir (a configs/cifar10_edm.py run) or an importer for EDM's .pkl. Until then, a
-  from-scratch run should start with a denoising stage: --config.ect.initial_exponent=0.
+  (--transfer=.../edm-cifar10-32x32-uncond-vp.pkl). cmjax cannot read EDM's .pkl; train the
+  teacher with configs/cifar10_edm.py (same DDPM++; dropout may differ) and start from it with
+  --config.train.init_workdir=runs/cifar10_edm. Without it the run starts from scratch, which
+  converges much more slowly; then begin with a denoising stage: --config.ect.initial_exponent=0.
 - Preconditioning: the ECT code applies no sigma_min shift in training and shifts by 0.003 when
   sampling (methods.md sec. 6); cmjax uses the CM shift with param.sigma_min = 0.002 throughout.
 Variants: ':smoke' (tiny net, 2 steps), ':200k' (above).

@@ -10,8 +10,9 @@ curriculum never advances: r(t) = t (1 - (1 + 8 sigmoid(-t)) / 256) throughout. 
 duration is 25.6 Mimg; the published number is its evaluation at 80 ticks x 12.8 kimg = 1,024
 kimg = 8,000 steps, so this config stops there.
 
-Deviations: as configs/cifar10_ect.py; above all ECT starts from the pretrained EDM checkpoint,
-which cmjax cannot load into an ect run yet: from scratch, 8k steps will not come near 2.73.
+Deviations: as configs/cifar10_ect.py. ECT starts from the pretrained EDM model: pass
+--config.train.init_workdir=runs/cifar10_edm (a configs/cifar10_edm.py run); from scratch, 8k
+steps will not come near 2.73.
 Variants: ':smoke' (tiny net, 2 steps).
 """
 from configs import cifar10_ect, paper_base

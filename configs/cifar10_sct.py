@@ -10,8 +10,9 @@ EDM settings]; 2-step t_mid = 1.1.
 
 Deviations the lead must know:
 - INITIALISATION: "For both sCT and sCD, we initialize from the teacher diffusion model" (a
-  TrigFlow DDPM++ trained with EDM's settings, FID 2.15) [App. G.2]. cmjax's sct section has no
-  init field (only scd has init_from_teacher): this config trains from scratch.
+  TrigFlow DDPM++ trained with EDM's settings, FID 2.15) [App. G.2]. Train such a teacher
+  (method 'trigflow' on this config's model and data) and pass
+  --config.train.init_workdir=<its workdir>; without it this config trains from scratch.
 - Network: the paper's DDPM++ uses TrigFlow, c_noise(t) = t with positional embeddings (as
   here) and "adaptive double normalization" (pixel-normalised AdaGN scale/shift, Sec. 4.1),
   which cmjax's SongUNet does not have (it adds the embedding, as EDM's SongUNet does).

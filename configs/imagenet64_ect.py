@@ -14,9 +14,9 @@ defaults q=4, c=0.06, k=8, b=1, ema_beta=0.9999, xflip off [code: imgnet-branch 
 Deviations the lead must know:
 - NETWORK: EDM's ADM (DhariwalUNet) instead of EDM2-S (magnitude-preserving layers,
   forced weight normalisation, 280M); EDM2's preconditioning has no sigma_min shift.
-- INITIALISATION: ECT tunes the pretrained EDM2-S (edm2-img64-s-1073741-0.075.pkl); cmjax
-  cannot initialise an ect run from a checkpoint (no field): this trains from scratch. A faithful
-  ADM substitute would start from EDM's edm-imagenet-64x64-cond-adm.pkl (an importer is needed).
+- INITIALISATION: ECT tunes the pretrained EDM2-S (edm2-img64-s-1073741-0.075.pkl). cmjax reads
+  no .pkl; start from an EDM-trained ADM run of this model and data with
+  --config.train.init_workdir=<its workdir>; without it this config trains from scratch.
 - LR: EDM2's 1e-3 with lr = 1e-3 / sqrt(max(step / 2000, 1)) is tuned to magnitude-preserving
   layers and cmjax has no decay schedule; here a constant 1e-4 (choice, not a paper value: the lr
   of EDM's ADM ImageNet run [code: edm README], and near the decayed 1e-3/sqrt(50) = 1.4e-4).

@@ -128,7 +128,8 @@ def _check_eval_mode(workdir, capsys, tmp_path):
   weights, ref_path = str(tmp_path / "inception.npz"), str(tmp_path / "ref.npz")
   np.savez(weights, **{k: np.asarray(v) for k, v in flatten_params(params).items()})
   real = np.repeat(load_digits_split("train")[:16], 3, -1)
-  ref = fid_reference(ref_path, make_feature_fn(params), lambda: real, 16, make_data_mesh())
+  ref = fid_reference(ref_path, make_feature_fn(params), lambda: [real[:10], real[10:]], 16,
+                      make_data_mesh())
   assert ref["features"].shape == (16, 2048) and os.path.exists(ref_path)
   assert _run(workdir, "eval", f"--config.eval.fid_weights={weights}",
               f"--config.eval.fid_reference={ref_path}", "--config.eval.fid_num_samples=16") == 0

@@ -124,3 +124,31 @@ def test_teacher_denoiser_with_labels_signature():
                       class_labels=jnp.zeros((1,), jnp.int32))["params"]
   out = fn(params, jnp.ones((2, 8, 8, 1)), jnp.ones((2,)), labels=jnp.array([0, 2]))
   assert out.shape == (2, 8, 8, 1)
+
+
+def test_init_workdir_starts_from_another_runs_ema_weights(tmp_path):
+  """ECT tunes a pretrained EDM model: train.init_workdir loads that run's EMA parameters;
+  another backbone is one clear error (dropout may differ: it has no weights)."""
+  from cmjax import checkpointing
+  from cmjax.config_validation import ConfigError, config_to_json_dict
+  from cmjax.run import Run
+  from configs import digits_ect, digits_edm
+
+  teacher_cfg = digits_edm.get_config("smoke")
+  state = Run(teacher_cfg).init_state()
+  ema = jax.tree.map(lambda p: p + 0.25, state.ema_params)  # distinct from any fresh init
+  ckpt = checkpointing.Checkpointer(str(tmp_path / "edm" / "checkpoints"))
+  ckpt.save(3, state.replace(ema_params=ema), config_to_json_dict(teacher_cfg), {})
+  ckpt.wait()
+  ckpt.close()
+  c = digits_ect.get_config("smoke")
+  c.train.init_workdir = str(tmp_path / "edm")
+  c.model.dropout = 0.3
+  run = Run(c)
+  assert run.init_step == 3
+  for a, b in zip(jax.tree.leaves(run.init_state().params), jax.tree.leaves(ema)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  c.model.channels = 16
+  with pytest.raises(ConfigError, match="needs the same backbone") as err:
+    Run(c)
+  assert "\n" not in str(err.value)
