@@ -137,12 +137,19 @@ class Run:
     return compiled, time.perf_counter() - t0, memory_report(compiled)
 
   def _sampler(self, spec: tuple):
-    """The jitted sampler for one sampler spec (`cmjax.samplers`), compiled once per run."""
-    if spec not in self._sampler_cache:
+    """(jitted sampler, its traced levels) for a sampler spec (`cmjax.samplers`).
+
+    Consistency samplers take their noise levels (or TrigFlow times) as a traced argument, so
+    one compile serves every list of the same length (the t_mid search tries many); the ODE
+    samplers are compiled per spec.
+    """
+    levels = spec[0] in ("cm", "trigflow_cm")
+    key = (spec[0], len(spec[1])) if levels else spec
+    if key not in self._sampler_cache:
       sh = parallel.batch_sharding(self.mesh)
       bs, shape, classes = self.config.eval.batch_size, self.image_shape, self.num_classes
 
-      def sample(params, z_key, renoise_key, start, class_label):
+      def sample(params, z_key, renoise_key, start, class_label, traced_levels):
         z = jax.lax.with_sharding_constraint(sampling.sample_noise(z_key, bs, shape, start), sh)
         labels = None
         if classes:  # class_label >= 0: that class; else class i ~ U{0..classes-1} from key i
@@ -150,11 +157,12 @@ class Run:
           drawn = jax.vmap(lambda i: jax.random.randint(jax.random.fold_in(label_key, i), (), 0,
                                                         classes))(start + jnp.arange(bs))
           labels = jnp.where(class_label >= 0, class_label, drawn).astype(jnp.int32)
-        fn = make_sample_fn(spec, bind_labels(self.model_fn, labels), self.config.param)
+        s = (spec[0], traced_levels) if levels else spec
+        fn = make_sample_fn(s, bind_labels(self.model_fn, labels), self.config.param)
         return fn(params, z, renoise_key, start)
 
-      self._sampler_cache[spec] = jax.jit(sample, out_shardings=sh)
-    return self._sampler_cache[spec]
+      self._sampler_cache[key] = jax.jit(sample, out_shardings=sh)
+    return self._sampler_cache[key], (jnp.asarray(spec[1], jnp.float32) if levels else None)
 
   def generate(self, params, num: int, spec: tuple, seed_offset: int = 0,
                class_label: int = -1) -> np.ndarray:
@@ -172,10 +180,10 @@ class Run:
     seed, rep = self.config.seed, parallel.replicated(self.mesh)
     z_key, renoise_key = jax.jit(lambda: tuple(jax.random.split(jax.random.fold_in(
         stream_key(seed, "sample"), seed_offset))), out_shardings=(rep, rep))()
-    fn = self._sampler(spec)
+    fn, levels = self._sampler(spec)
     out = []
     for start in range(0, num, bs):
-      x = fn(params, z_key, renoise_key, start, class_label)
+      x = fn(params, z_key, renoise_key, start, class_label, levels)
       out.append(np.asarray(multihost_utils.process_allgather(x, tiled=True)))
     return np.concatenate(out)[:num]
 
