@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _helpers import golden_params
 from cmjax.models.adm_unet import ADMUNet, adm_imagenet64
 from cmjax.models.song_unet import ncsnpp_cifar10
 
@@ -80,17 +81,6 @@ TINY = dict(model_channels=32, channel_mult=(1, 4), num_blocks=1, attn_resolutio
             dropout=0.0, label_dim=5, augment_dim=2)
 
 
-def _golden_params(model, x, **kw):
-  """Deterministic parameters from numpy (independent of jax's PRNG implementation)."""
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x, jnp.zeros(x.shape[:1]), **kw))
-  rng = np.random.default_rng(123)
-
-  def leaf(path, s):
-    z = rng.standard_normal(s.shape).astype(np.float32)
-    if path[-1].key == "kernel":
-      return z / np.sqrt(np.prod(s.shape[:-1]))
-    return 0.1 * z + (1.0 if path[-1].key == "scale" else 0.0)
-  return jax.tree_util.tree_map_with_path(leaf, shapes["params"])
 
 
 def _tiny_inputs():
@@ -120,7 +110,7 @@ def _apply(params, x, noise, train=False, rngs=None, capture=None, class_labels=
 
 
 # Output of EDM's own PyTorch DhariwalUNet (training/networks.py, commit 0a2ff34; torch 2.13 CPU,
-# float32) for TINY with the `_golden_params` weights loaded into it (Dense (in, out) -> Linear
+# float32) for TINY with the `golden_params` weights loaded into it (Dense (in, out) -> Linear
 # (out, in), Conv (k, k, in, out) -> (out, in, k, k)), c_noise = [-0.7, 0.4]:
 # out[0, 0, :3, 0], sum(out), sum(|out|). ADMUNet agreed to 1.2e-6 relative (max abs 3e-6).
 EDM_TORCH_GOLDEN = ([0.081387, -0.196387, 0.182880], -119.844803, 707.586670)
@@ -129,7 +119,7 @@ NOISE = jnp.array([-0.7, 0.4])
 
 def test_matches_edm_pytorch_outputs():
   x, kw = _tiny_inputs()
-  params = _golden_params(ADMUNet(**TINY), x, **kw)
+  params = golden_params(ADMUNet(**TINY), x, **kw)
   assert {"qkv", "proj"} <= set(params["dec_8x8_in0"]) and "qkv" not in params["dec_8x8_in1"]
   assert "qkv" not in params["enc_16x16_block0"] and "skip" not in params["enc_8x8_down"]
   out = _apply(params, x, NOISE)
@@ -159,7 +149,7 @@ def test_init_and_class_labels():
   np.testing.assert_array_equal(label_vectors(None, 2, 5), jnp.zeros((2, 5)))
   with pytest.raises(ValueError, match="class_labels"):
     label_vectors(jnp.zeros((2, 3)), 2, 5)
-  params = _golden_params(ADMUNet(**TINY), x, **kw)
+  params = golden_params(ADMUNet(**TINY), x, **kw)
   a = _apply(params, x, NOISE)
   b = _apply(params, x, NOISE, class_labels=jnp.array([3, 1]))
   np.testing.assert_array_equal(a[0], b[0])  # examples are independent
@@ -192,7 +182,7 @@ def test_block_dropout_rates():
 
 def test_dropout_only_in_blocks_up_to_max_res():
   x, kw = _tiny_inputs()
-  params = _golden_params(ADMUNet(**TINY), x, **kw)
+  params = golden_params(ADMUNet(**TINY), x, **kw)
 
   def enc(mdl, method):  # capture the outputs of the encoder's top-level layers
     return method == "__call__" and (mdl.name or "").startswith("enc_")
@@ -252,12 +242,12 @@ def test_bfloat16_params_and_input(kind):
   is bfloat16 and close to the float32 output (GroupNorm and softmax are float32 inside)."""
   x, kw = _tiny_inputs()
   if kind == "adm":
-    params = _golden_params(ADMUNet(**TINY), x, **kw)
+    params = golden_params(ADMUNet(**TINY), x, **kw)
     fn = lambda p, xx: _apply(p, xx, NOISE)  # noqa: E731
   else:  # FIR resampling, residual encoder, Fourier embedding, attention at 8x8, labels
     model = ncsnpp_cifar10(model_channels=16, channel_mult=(1, 2), num_blocks=1,
                            attn_resolutions=(8,), dropout=0.0, label_dim=5, augment_dim=2)
-    params = _golden_params(model, x, **kw)
+    params = golden_params(model, x, **kw)
     fn = jax.jit(lambda p, xx: model.apply({"params": p}, xx, NOISE, **kw))
   ref = fn(params, x)
   p16 = jax.tree.map(lambda p: p.astype(jnp.bfloat16), params)

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _helpers import golden_params
 from cmjax.models.song_layers import downsample, upsample
 from cmjax.models.song_unet import SongUNet, ddpmpp_cifar10, ncsnpp_cifar10
 from cmjax.parametrization import EDMPreconditioner, make_model_fn
@@ -224,21 +225,10 @@ def test_xavier_init_and_bad_arguments():
     ddpmpp_cifar10(channels=64)
 
 
-def _golden_params(model, x, **kw):
-  """Deterministic parameters from numpy (independent of jax's PRNG implementation)."""
-  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), x, jnp.zeros(x.shape[:1]), **kw))
-  rng = np.random.default_rng(123)
-
-  def leaf(path, s):
-    z = rng.standard_normal(s.shape).astype(np.float32)
-    if path[-1].key == "kernel":
-      return z / np.sqrt(np.prod(s.shape[:-1]))
-    return 0.1 * z + (1.0 if path[-1].key == "scale" else 0.0)
-  return jax.tree_util.tree_map_with_path(leaf, shapes["params"])
 
 
 # Outputs of EDM's own PyTorch SongUNet (training/networks.py, commit 0a2ff34; torch 2.13 CPU,
-# float32) for the tiny configurations below, with the `_golden_params` weights loaded into it
+# float32) for the tiny configurations below, with the `golden_params` weights loaded into it
 # (Dense (in, out) -> Linear (out, in), Conv (k, k, in, out) -> (out, in, k, k), the Fourier
 # buffer set to our frequencies): out[0, 0, :3, 0], sum(out), sum(|out|).
 EDM_TORCH_GOLDEN = {
@@ -256,7 +246,7 @@ def test_matches_edm_pytorch_outputs(kind):
     extra = dict(class_labels=jnp.array([2, 0]),
                  augment_labels=jnp.asarray(rng.standard_normal((2, 2)).astype(np.float32)))
   model = _tiny(kind, **(dict(label_dim=3, augment_dim=2) if kind == "ddpmpp" else {}))
-  params = _golden_params(model, x, **extra)
+  params = golden_params(model, x, **extra)
   out = model.apply({"params": params}, x, jnp.array([-0.7, 0.4]), **extra)
   corner, total, abs_total = EDM_TORCH_GOLDEN[kind]
   np.testing.assert_allclose(out[0, 0, :3, 0], corner, rtol=1e-4, atol=1e-5)
