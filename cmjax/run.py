@@ -34,6 +34,13 @@ _LABEL_STREAM = 7  # fold_in(sample key, 7): the classes drawn for class-conditi
 COMPUTE_DTYPES = {"fp32": None, "bf16": jnp.bfloat16}
 
 
+def _draw_classes(z_key, index, classes: int):
+  """The class of sample i = index[k]: U{0..classes-1} from fold_in(fold_in(z_key, 7), i)."""
+  label_key = jax.random.fold_in(z_key, _LABEL_STREAM)
+  return jax.vmap(lambda i: jax.random.randint(jax.random.fold_in(label_key, i), (), 0,
+                                               classes))(index)
+
+
 def stream_key(seed: int, name: str) -> jax.Array:
   """fold_in(key(seed), STREAMS[name]): independent keys for init, training and sampling."""
   return jax.random.fold_in(jax.random.key(seed), STREAMS[name])
@@ -153,9 +160,7 @@ class Run:
         z = jax.lax.with_sharding_constraint(sampling.sample_noise(z_key, bs, shape, start), sh)
         labels = None
         if classes:  # class_label >= 0: that class; else class i ~ U{0..classes-1} from key i
-          label_key = jax.random.fold_in(z_key, _LABEL_STREAM)
-          drawn = jax.vmap(lambda i: jax.random.randint(jax.random.fold_in(label_key, i), (), 0,
-                                                        classes))(start + jnp.arange(bs))
+          drawn = _draw_classes(z_key, start + jnp.arange(bs), classes)
           labels = jnp.where(class_label >= 0, class_label, drawn).astype(jnp.int32)
         s = (spec[0], traced_levels) if levels else spec
         fn = make_sample_fn(s, bind_labels(self.model_fn, labels), self.config.param)
@@ -195,9 +200,7 @@ class Run:
       return np.full((num,), class_label, np.int32)
     z_key = jax.random.split(jax.random.fold_in(stream_key(self.config.seed, "sample"),
                                                 seed_offset))[0]
-    label_key = jax.random.fold_in(z_key, _LABEL_STREAM)
-    return np.asarray(jax.vmap(lambda i: jax.random.randint(
-        jax.random.fold_in(label_key, i), (), 0, self.num_classes))(jnp.arange(num)), np.int32)
+    return np.asarray(_draw_classes(z_key, jnp.arange(num), self.num_classes), np.int32)
 
 
 def memory_report(compiled) -> dict:
