@@ -17,8 +17,7 @@ import jax
 import orbax.checkpoint as ocp
 
 
-class CheckpointSaveError(RuntimeError):
-  """A checkpoint could not be written (disk full, no permission, ...)."""
+from cmjax.errors import CheckpointSaveError  # noqa: F401 - re-exported
 
 
 class Checkpointer:

@@ -7,8 +7,7 @@ import os
 from typing import Any, Iterable
 
 
-class ConfigError(ValueError):
-  """A config problem; its message is one line naming the problem."""
+from cmjax.errors import ConfigError  # noqa: F401 - re-exported
 
 
 def config_to_json_dict(config) -> dict:

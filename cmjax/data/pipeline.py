@@ -28,14 +28,10 @@ import threading
 
 import numpy as np
 
-from cmjax.config_validation import ConfigError
+from cmjax.errors import DataError  # noqa: F401 - re-exported
 
 _END = 1 << 40  # iterate() is endless in practice: this many steps past its start
 _FLIP_STREAM = 0x666C6970  # 'flip': keeps the flip draws apart from the epoch permutations
-
-
-class DataError(ConfigError):
-  """A training-data problem (data set not prepared, unreadable image); the message is one line."""
 
 
 def import_grain():
