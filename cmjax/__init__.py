@@ -9,6 +9,7 @@ from cmjax.evaluation import digits_fd, digits_fd_data_floor
 from cmjax.evaluation.precision_recall import precision_recall
 from cmjax.evaluation.consistency_error import consistency_errors, model_consistency_fn
 from cmjax.exact_gmm import GaussianMixture, consistency_function, gmm8, pf_ode
+from cmjax.families import FAMILIES, Family, family_named
 from cmjax.models import build_model
 from cmjax.models.mlp import MLP
 from cmjax.models.unet import UNet
@@ -17,6 +18,7 @@ from cmjax.objectives.cd import CDObjective
 from cmjax.objectives.ct import CTObjective
 from cmjax.objectives.ect import ECTObjective
 from cmjax.objectives.edm import EDMObjective
+from cmjax.objectives.fm import FMObjective
 from cmjax.objectives.ict import ICTObjective
 from cmjax.objectives.scm import SCMObjective
 from cmjax.objectives.trigflow import TrigFlowObjective
@@ -25,7 +27,7 @@ from cmjax.parametrization import (ConsistencyPreconditioner, EDMPreconditioner,
                                    trigflow_consistency)
 from cmjax.sampling import (edm_sample, edm_sigmas, multistep_sample, ode_step, sample_noise,
                             trigflow_multistep_sample, trigflow_ode_sample, trigflow_ode_times)
-from cmjax.sample_mode import ternary_search
+from cmjax.modes.sample import ternary_search
 from cmjax.schedules import (ct_num_scales_schedule, ct_target_ema_schedule,
                              discrete_lognormal_logits, ect_decay_schedule, ect_mapping,
                              ema_decay_schedule, ict_num_scales_schedule, karras_sigmas,
@@ -35,11 +37,11 @@ from cmjax.train_state import TrainState, build_optimizer, init_train_state
 from cmjax.train_step import example_keys, make_train_step
 
 __all__ = [
-    "build_model", "build_objective", "build_optimizer", "build_preconditioner", "CDObjective",
+    "build_model", "build_objective", "FAMILIES", "Family", "family_named", "build_optimizer", "build_preconditioner", "CDObjective",
     "colorize_operator", "consistency_errors", "consistency_function", "ConsistencyPreconditioner",
     "ct_num_scales_schedule", "ct_target_ema_schedule", "CTObjective", "digits_fd",
     "digits_fd_data_floor", "discrete_lognormal_logits", "ect_decay_schedule", "ect_mapping",
-    "ECTObjective", "edit", "edm_sample", "edm_sigmas", "EDMObjective", "EDMPreconditioner",
+    "ECTObjective", "edit", "edm_sample", "edm_sigmas", "EDMObjective", "EDMPreconditioner", "FMObjective",
     "ema_decay_schedule", "example_keys", "GaussianMixture", "gmm8", "ict_num_scales_schedule",
     "ICTObjective", "init_train_state", "inpaint_mask", "inpaint_operator", "interpolate",
     "karras_sigmas", "l1", "l2", "l2_squared", "linear_warmup", "lognormal_noise_levels",

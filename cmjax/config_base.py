@@ -14,20 +14,22 @@ data.resolution          'folder': images are centre-cropped to a square and res
 data.random_flip         flip each training image horizontally with probability 1/2
 data.read_threads        grain threads reading and decoding records (TFDS / folder)
 data.prefetch            batches read ahead of the train step (0: read in the loop)
-model.*                  backbone (cmjax.models.MODELS): name and the constructor arguments of every
-                         model ('unet': channels...groups; 'mlp': hidden, depth, dropout, time_scale;
-                         'song_unet': EDM's DDPM++/NCSN++, model_channels...noise_scale, see
-                         cmjax/models/song_unet.py; 'adm': ADM of Dhariwal & Nichol as in EDM,
-                         model_channels...dropout_max_res, see cmjax/models/adm_unet.py); changing a
-                         field the named model does not take is an error. model.label_dim > 0 makes
-                         the model class-conditional: the data's labels are fed to it in training
-                         and sampling draws classes (sample.class_label)
+model.*                  backbone (cmjax.models.MODELS): its name and exactly its constructor arguments,
+                         from `cmjax.models.model_config(name, **overrides)` ('unet' by default;
+                         'mlp'; 'song_unet': EDM's DDPM++/NCSN++; 'adm': ADM as in EDM; see each
+                         module's class docstring). A field the named network does not take is an
+                         error. model.label_dim > 0 makes the model class-conditional: the data's
+                         labels are fed to it in training and sampling draws classes
+                         (sample.class_label)
 param.sigma_data         data std sd in the preconditioning (0.5 for pixels in [-1, 1])
 param.sigma_min/max      boundary time eps (f(x, eps) = x) and the largest noise level T
-<method>.*               the objective's hyperparameters, one section per method: edm, cd, ct, ict,
-                         ect, sct, scd, trigflow (see each class in cmjax/objectives for meanings)
+<method>.*               the objective's hyperparameters, one section per method (cmjax.objectives
+                         .OBJECTIVES), derived from the objective's dataclass defaults plus its
+                         config-only SETUP_FIELDS (see each class in cmjax/objectives for meanings)
 cd/scd.teacher_workdir   the workdir of the teacher run (an 'edm' run for CD, a 'trigflow' run for
                          sCD); a missing or mismatched teacher stops the launch with one line
+cd.teacher_file          CD: a published EDM network pickle as the teacher instead of a run (its own
+                         VP/VE/EDM preconditioning, as recorded in the file)
 cd/scd.init_from_teacher start the student from the teacher's EMA weights (same backbone needed)
 cd.exact_teacher         CD-exact: the teacher is the exact denoiser of toy2d_gmm8 (no workdir)
 cd/ct.distance           'l2_squared', 'l2', 'l1', 'pseudo_huber' (with c) or 'lpips' (then
@@ -50,11 +52,16 @@ train.ema_rampup_ratio   with ema_halflife_kimg: the half-life is at most this f
                          seen so far (EDM's ramp-up, 0.05; 0 = no ramp-up)
 train.init_workdir       start from the EMA parameters of the run in this workdir (same backbone, data
                          and sigma_data; any method: ECT tunes a pretrained EDM run); '' = random init
+train.init_from          start from the network in this published weights file (an EDM/ECT network pickle:
+                         its EMA copy, as ECT's --transfer does; the backbone must match config.model,
+                         dropout may differ; docs/weights.md); '' = random init
 train.precision          'fp32' or 'bf16' (mixed precision: fp32 master parameters, optimiser and
                          EMA; the backbone computes in bfloat16; preconditioning and losses in fp32)
 train.grad_accum         micro-batches per step (gradients averaged; the update equals the one of the
                          whole batch). batch_size / grad_accum must divide over the devices
 train.skip_nonfinite     a non-finite loss/gradient skips the update and is counted (default: stop)
+train.force_lock         take over WORKDIR/.lock even when another live launch holds it (one writer per
+                         workdir: a second launch on the same workdir stops with one line)
 train.ema_warmup         EMA decay min(ema_rate, (1+step)/(10+step)) (for runs from scratch)
 train.log_every          steps between TensorBoard scalar writes
 train.checkpoint_every   steps between checkpoints (one is also written at the end)
@@ -67,6 +74,9 @@ eval.ode_steps           diffusion models (edm, trigflow) are sampled with this 
 eval.ode_solver          'heun' or 'euler' (edm)
 eval.grid_rows           the PNG grids show grid_rows x grid_rows samples
 eval.checkpoint/params   --mode eval: the checkpoint (-1 = newest) and 'ema' or 'raw' parameters
+eval.weights, sample.weights  --mode eval / sample on a published network file instead of a checkpoint
+                         (an EDM/ECT pickle; its own preconditioning; config.method must be of its
+                         family: 'edm' for EDM/VP/VE denoisers, a consistency method for ECT's ECMPrecond)
 eval.pr_k                --mode eval: k of improved precision/recall (3, as in EDM/ECT)
 eval.fid_weights         --mode eval: Inception .npz (scripts/convert_inception_weights.py); '' = no FID
 eval.fid_reference       --mode eval: reference statistics .npz (computed from the training images and
@@ -90,22 +100,21 @@ from __future__ import annotations
 
 import ml_collections
 
-# Fields only the inference modes read: they may differ from the checkpoint's config.
-INFERENCE_ONLY_FIELDS = tuple(
-    [f"sample.{k}" for k in ("checkpoint", "params", "sigmas", "ode_steps", "num", "seed", "tag",
-                             "class_label", "search_t_mid", "search_lo", "search_hi", "search_iters", "search_num")]
-    + [f"edit.{k}" for k in ("task", "inputs", "mask", "factor", "sigmas", "corrupt_std",
-                             "interp_steps", "checkpoint", "params", "seed")]
-    + [f"eval.{k}" for k in ("checkpoint", "params", "pr_k", "fid_weights", "fid_reference",
-                             "fid_num_samples")])
+from cmjax.models import model_config
+from cmjax.objectives import OBJECTIVES, objective_fields
+
+# Sections that never change what a run trains: a resumed run (and every inference mode) may set
+# them freely. Everything else must match the checkpoint's config, except RESUMABLE_TRAIN_FIELDS.
+RESUMABLE_SECTIONS = ("eval", "sample", "edit")
+# train.* fields that set the run's length and reporting, not what one step computes.
+RESUMABLE_TRAIN_FIELDS = ("num_steps", "duration_kimg", "sharding", "log_every", "checkpoint_every",
+                          "keep_checkpoints", "sample_every", "force_lock")
 
 
-# Fields a resumed run may change (run length and reporting); all others must match
-# the checkpoint's config.
-RESUMABLE_FIELDS = ("train.num_steps", "train.duration_kimg", "train.sharding", "train.log_every", "train.checkpoint_every",
-                    "train.keep_checkpoints", "train.sample_every", "eval.num_samples",
-                    "eval.batch_size", "eval.grid_rows", "eval.t_mid",
-                    "eval.ode_steps", "eval.ode_solver") + INFERENCE_ONLY_FIELDS
+def is_resumable(key: str) -> bool:
+  """Whether flattened config key `key` ('section.field') may differ from a checkpoint's config."""
+  section, _, field = key.partition(".")
+  return section in RESUMABLE_SECTIONS or (section == "train" and field in RESUMABLE_TRAIN_FIELDS)
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -115,49 +124,23 @@ def get_config() -> ml_collections.ConfigDict:
   c.data = ml_collections.ConfigDict(dict(
       name="digits", data_dir="", path="", resolution=0, random_flip=False, read_threads=8,
       prefetch=2))
-  c.model = ml_collections.ConfigDict(dict(
-      name="unet", channels=32, channel_mult=(1, 2), num_res_blocks=2, dropout=0.1,
-      time_scale=1000.0, groups=8, hidden=256, depth=4,
-      # song_unet (DDPM++ / NCSN++ of EDM; set channel_mult and dropout for it explicitly)
-      out_channels=0, label_dim=0, augment_dim=0, model_channels=128, channel_mult_emb=4,
-      num_blocks=4, attn_resolutions=(16,), label_dropout=0.0, embedding_type="positional",
-      channel_mult_noise=1, encoder_type="standard", decoder_type="standard",
-      resample_filter=(1, 1), fourier_scale=16.0, fourier_seed=0, noise_scale=1.0,
-      # adm (also model_channels, channel_mult, channel_mult_emb, num_blocks, attn_resolutions,
-      # dropout, label_dim, augment_dim, label_dropout, out_channels)
-      dropout_max_res=0))
+  c.model = model_config("unet", channels=32)
   c.param = ml_collections.ConfigDict(dict(sigma_data=0.5, sigma_min=0.002, sigma_max=80.0))
-  c.ect = ml_collections.ConfigDict(dict(
-      p_mean=-1.1, p_std=2.0, q=2.0, stage_steps=25_000, initial_exponent=1, k=8.0, b=1.0, c=0.0,
-      weighting="inv_dt"))
-  c.edm = ml_collections.ConfigDict(dict(p_mean=-1.2, p_std=1.2))
-  c.cd = ml_collections.ConfigDict(dict(
-      num_scales=18, solver="heun", mu=0.0, distance="l2_squared", c=0.0, lpips_weights="",
-      lpips_resize=224, rho=7.0,
-      teacher_workdir="", init_from_teacher=True, exact_teacher=False))
-  c.ct = ml_collections.ConfigDict(dict(
-      s0=2, s1=150, total_steps=800_000, mu0=0.9, mu_divisor="official", distance="l2_squared",
-      c=0.0, lpips_weights="", lpips_resize=224, rho=7.0))
-  c.ict = ml_collections.ConfigDict(dict(
-      s0=10, s1=1280, total_steps=400_000, p_mean=-1.1, p_std=2.0, c_per_sqrt_dim=0.00054, rho=7.0))
-  scm = dict(p_mean=-1.0, p_std=1.4, tangent_warmup_steps=10_000, tangent_norm_c=0.1,
-             adaptive_weight=True, t_min=1e-4)
-  c.sct = ml_collections.ConfigDict(scm)
-  c.scd = ml_collections.ConfigDict(dict(scm, teacher_workdir="", init_from_teacher=True))
-  c.trigflow = ml_collections.ConfigDict(dict(p_mean=-1.0, p_std=1.4, adaptive_weight=True))
+  for method in OBJECTIVES:  # one section per objective, from its dataclass defaults
+    c[method] = ml_collections.ConfigDict(objective_fields(method))
   c.optim = ml_collections.ConfigDict(dict(
       name="radam", lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, warmup_steps=0, warmup_kimg=0.0, grad_clip=0.0,
       weight_decay=0.0))
   c.train = ml_collections.ConfigDict(dict(
       sharding="data", batch_size=128, num_steps=200_000, duration_kimg=0.0, ema_rate=0.9999,
-      ema_halflife_kimg=0.0, ema_rampup_ratio=0.0, ema_warmup=False, init_workdir="", precision="fp32", grad_accum=1,
-      skip_nonfinite=False, log_every=50, checkpoint_every=1000, keep_checkpoints=3,
+      ema_halflife_kimg=0.0, ema_rampup_ratio=0.0, ema_warmup=False, init_workdir="", init_from="", precision="fp32", grad_accum=1,
+      skip_nonfinite=False, force_lock=False, log_every=50, checkpoint_every=1000, keep_checkpoints=3,
       sample_every=0))
   c.eval = ml_collections.ConfigDict(dict(
       num_samples=2048, batch_size=512, t_mid=0.821, grid_rows=10, ode_steps=18, ode_solver="heun",
-      checkpoint=-1, params="ema", pr_k=3, fid_weights="", fid_reference="", fid_num_samples=50_000))
+      checkpoint=-1, params="ema", weights="", pr_k=3, fid_weights="", fid_reference="", fid_num_samples=50_000))
   c.sample = ml_collections.ConfigDict(dict(
-      checkpoint=-1, params="ema", sigmas=(), ode_steps=0, num=64, seed=0, tag="", class_label=-1,
+      checkpoint=-1, params="ema", weights="", sigmas=(), ode_steps=0, num=64, seed=0, tag="", class_label=-1,
       search_t_mid=False, search_lo=0.1, search_hi=10.0, search_iters=4, search_num=1024))
   c.edit = ml_collections.ConfigDict(dict(
       task="inpaint", inputs="0:16", mask="bottom", factor=2,

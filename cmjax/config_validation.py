@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import json
-import math
 import os
-from typing import Any, Iterable
+from typing import Any, Callable
 
+import ml_collections
 
+from cmjax import config_base
+from cmjax.data import DATASETS, check_data_config, data_kind, num_classes as data_num_classes
 from cmjax.errors import ConfigError  # noqa: F401 - re-exported
+from cmjax.models import MODELS, model_fields
+from cmjax.objectives import OBJECTIVES, build_objective
 
 
 def config_to_json_dict(config) -> dict:
@@ -28,28 +32,28 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def check_known_keys(config, schema) -> None:
-  """Every key of `config` must exist in `schema` (the base config)."""
-  known = flatten(config_to_json_dict(schema))
+  """Every key of `config` must exist in `schema` (the base config); `model.*` must be fields of
+  the named network (`cmjax.models.model_fields`)."""
+  known = {k for k in flatten(config_to_json_dict(schema)) if not k.startswith("model.")}
+  known |= {"model.name"} | {f"model.{f}" for f in model_fields(config.model.name)}
   for key in flatten(config_to_json_dict(config)):
     if key not in known:
+      if key.startswith("model."):
+        raise ConfigError(f"model.{key[6:]} is not an argument of model {config.model.name!r} (it "
+                          f"takes {sorted(model_fields(config.model.name))})")
       raise ConfigError(f"unknown config key {key!r}")
 
 
 def validate_config(config, num_devices: int) -> None:
-  """Raises ConfigError for the first problem found in `config`."""
-  from cmjax import config_base  # the schema of every config
-  from cmjax.models import MODELS
-  from cmjax.objectives import OBJECTIVES
-  from cmjax.data import DATASETS
-
-  check_known_keys(config, config_base.get_config())
-
+  """Raises ConfigError for the first problem found in `config` (reads no file but the list of a
+  folder data set and the existence of named weight files)."""
   def need(cond: bool, msg: str):
     if not cond:
       raise ConfigError(msg)
 
-  need(config.method in OBJECTIVES, f"unknown method {config.method!r}; known: {sorted(OBJECTIVES)}")
   need(config.model.name in MODELS, f"unknown model name {config.model.name!r}; known: {sorted(MODELS)}")
+  check_known_keys(config, config_base.get_config())
+  need(config.method in OBJECTIVES, f"unknown method {config.method!r}; known: {sorted(OBJECTIVES)}")
   need(config.data.name in DATASETS, f"unknown data set {config.data.name!r}; known: {sorted(DATASETS)}")
   tr, ev, op, pa = config.train, config.eval, config.optim, config.param
   need(op.name in ("adam", "radam"), f"unknown optimizer {op.name!r}; known: 'adam', 'radam'")
@@ -69,9 +73,6 @@ def validate_config(config, num_devices: int) -> None:
               "optim.warmup_kimg"):
     section, field = key.split(".")
     need(config[section][field] >= 0, f"{key} must be >= 0, got {config[section][field]}")
-  if tr.init_workdir and config.method in ("cd", "scd"):
-    need(not config[config.method].init_from_teacher, f"train.init_workdir and "
-         f"{config.method}.init_from_teacher both set the initial weights; choose one")
   need(tr.ema_rampup_ratio == 0 or tr.ema_halflife_kimg > 0,
        "train.ema_rampup_ratio needs train.ema_halflife_kimg > 0 (it ramps up the half-life)")
   need(ev.batch_size > 0 and ev.batch_size % num_devices == 0,
@@ -80,109 +81,112 @@ def validate_config(config, num_devices: int) -> None:
   need(tr.checkpoint_every > 0, f"train.checkpoint_every must be positive, got {tr.checkpoint_every}")
   need(tr.log_every > 0, f"train.log_every must be positive, got {tr.log_every}")
   need(tr.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {tr.keep_checkpoints}")
-  toy = config.data.name.startswith("toy2d_")
-  if toy:
+  kind = data_kind(config)
+  if kind == "points":
     need(ev.num_samples >= 256, f"eval.num_samples must be >= 256 for the 2-D metrics, got {ev.num_samples}")
   elif config.data.name == "digits":
     need(ev.num_samples >= 1000, f"eval.num_samples must be >= 1000 for digits-FD, got {ev.num_samples}")
-  from cmjax.data import check_data_config
   check_data_config(config)
   need(0 < pa.sigma_min < pa.sigma_max, f"need 0 < param.sigma_min < param.sigma_max, got "
        f"{pa.sigma_min}, {pa.sigma_max}")
   need(pa.sigma_data > 0, f"param.sigma_data must be positive, got {pa.sigma_data}")
-  if config.method in ("sct", "scd"):
-    need(0 < ev.t_mid < math.pi / 2, f"eval.t_mid {ev.t_mid} is a TrigFlow time for {config.method}: "
-         f"it must lie in (0, pi/2)")
-  else:
-    need(pa.sigma_min < ev.t_mid < pa.sigma_max,
-         f"eval.t_mid {ev.t_mid} must lie in (sigma_min, sigma_max) = ({pa.sigma_min}, {pa.sigma_max})")
-  need(ev.ode_steps >= 1, f"eval.ode_steps must be >= 1, got {ev.ode_steps}")
   need(ev.ode_solver in ("heun", "euler"), f"unknown eval.ode_solver {ev.ode_solver!r}; known: 'heun', 'euler'")
   _check_model(config, need)
-  _check_method(config, need)
+  objective = build_objective(config)  # the objective's own checks (its __post_init__)
+  objective.family.check_config(config, need)
+  _check_setup(config, need)
 
 
 def _check_model(config, need) -> None:
-  from cmjax import config_base
-  from cmjax.models import model_fields
-
-  m, base = config.model, config_base.get_config().model
+  m = config.model
   fields = model_fields(m.name)
-  for key in m.keys():
-    if key != "name" and key not in fields:
-      need(m[key] == base[key], f"model.{key} is not an argument of model {m.name!r} "
-           f"(it takes {sorted(fields)})")
-  need(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}")
-  if m.label_dim:
-    from cmjax.data import num_classes
-    need("label_dim" in fields, f"model {m.name!r} cannot be class-conditional (model.label_dim="
-         f"{m.label_dim})")
-    classes = num_classes(config)
+  if "dropout" in fields:
+    need(0.0 <= m.dropout < 1.0, f"model.dropout must be in [0, 1), got {m.dropout}")
+  if m.get("label_dim", 0):
+    classes = data_num_classes(config)
     need(classes == m.label_dim, f"model.label_dim={m.label_dim} but data {config.data.name} has "
          f"{classes} classes" + (" (no labels)" if not classes else ""))
   if m.name == "unet":
     need(m.channels > 0 and m.channels % m.groups == 0,
          f"model.channels {m.channels} must be a positive multiple of model.groups {m.groups}")
-  need(m.name == "mlp" or not config.data.name.startswith("toy2d_"),
+  need(m.name == "mlp" or data_kind(config) != "points",
        f"data {config.data.name} is 2-D points: it needs model.name='mlp', not {m.name!r}")
   if m.name == "mlp":
     need(m.hidden > 0 and m.depth >= 1, f"model.hidden and model.depth must be positive, got "
          f"{m.hidden}, {m.depth}")
 
 
-def _check_method(config, need) -> None:
-  """Per-method hyperparameter checks (only the section of config.method is read)."""
+def _check_setup(config, need) -> None:
+  """Checks of the config-only settings read by `cmjax.run` (teacher, LPIPS, initial weights)."""
   method = config.method
   s = config[method]
-  if "p_std" in s:
-    need(s.p_std > 0, f"{method}.p_std must be positive, got {s.p_std}")
-  if "distance" in s:
-    from cmjax.objectives.common import DISTANCE_NAMES
-    need(s.distance in DISTANCE_NAMES, f"unknown {method}.distance {s.distance!r}; known: {DISTANCE_NAMES}")
-    need(s.c >= 0, f"{method}.c must be >= 0, got {s.c}")
-    if s.distance == "lpips":
-      need(not config.data.name.startswith("toy2d_"), f"{method}.distance 'lpips' needs images, "
-           f"not {config.data.name}")
-      need(bool(s.lpips_weights), f"{method}.distance is 'lpips' but {method}.lpips_weights is empty "
-           f"(convert weights with scripts/convert_lpips_weights.py)")
-      need(os.path.isfile(s.lpips_weights), f"{method}.lpips_weights: no such file {s.lpips_weights!r}")
-      need(s.lpips_resize >= 0, f"{method}.lpips_resize must be >= 0, got {s.lpips_resize}")
-  if method == "ect":
-    need(s.q > 1, f"ect.q must be > 1, got {s.q}")
-    need(s.stage_steps > 0, f"ect.stage_steps must be positive, got {s.stage_steps}")
-    need(s.initial_exponent >= 0, f"ect.initial_exponent must be >= 0, got {s.initial_exponent}")
-    need(s.c >= 0, f"ect.c must be >= 0, got {s.c}")
-    need(s.weighting in ("inv_dt", "snr_plus"), f"unknown ect.weighting {s.weighting!r}")
-  elif method == "cd":
-    if s.exact_teacher:
-      need(config.data.name == "toy2d_gmm8", f"cd.exact_teacher needs data toy2d_gmm8 (the mixture "
-           f"whose denoiser is known), not {config.data.name}")
-      need(not s.init_from_teacher and not s.teacher_workdir,
-           "cd.exact_teacher has no teacher weights: set cd.init_from_teacher=False and leave "
-           "cd.teacher_workdir empty")
-    need(s.num_scales >= 2, f"cd.num_scales must be >= 2, got {s.num_scales}")
-    need(s.solver in ("heun", "euler"), f"unknown cd.solver {s.solver!r}; known: 'heun', 'euler'")
-    need(0.0 <= s.mu < 1.0, f"cd.mu must be in [0, 1), got {s.mu}")
-  elif method in ("ct", "ict"):
-    need(1 <= s.s0 <= s.s1, f"{method}.s0 and s1 must satisfy 1 <= s0 <= s1, got {s.s0}, {s.s1}")
-    need(s.total_steps > 0, f"{method}.total_steps must be positive, got {s.total_steps}")
-    if method == "ct":
-      need(0.0 < s.mu0 < 1.0, f"ct.mu0 must be in (0, 1), got {s.mu0}")
-      need(s.mu_divisor in ("paper", "official"),
-           f"unknown ct.mu_divisor {s.mu_divisor!r}; known: 'paper', 'official'")
-      need(s.s0 >= 2 or s.mu_divisor == "paper",
-           "ct.s0 must be >= 2 with mu_divisor 'official' (it divides by N(k) - 1)")
-    else:
-      need(s.c_per_sqrt_dim >= 0, f"ict.c_per_sqrt_dim must be >= 0, got {s.c_per_sqrt_dim}")
-  elif method in ("sct", "scd"):
-    need(s.tangent_warmup_steps >= 0, f"{method}.tangent_warmup_steps must be >= 0")
-    need(0 < s.t_min < math.pi / 2, f"{method}.t_min must be in (0, pi/2), got {s.t_min}")
+  if s.get("distance") == "lpips":
+    need(data_kind(config) == "images", f"{method}.distance 'lpips' needs images, not {config.data.name}")
+    need(bool(s.lpips_weights), f"{method}.distance is 'lpips' but {method}.lpips_weights is empty "
+         f"(convert weights with scripts/convert_lpips_weights.py)")
+    need(os.path.isfile(s.lpips_weights), f"{method}.lpips_weights: no such file {s.lpips_weights!r}")
+  need(not (config.train.init_workdir and config.train.init_from), "train.init_workdir and "
+       "train.init_from both set the initial weights; choose one")
+  if s.get("teacher_file"):
+    need(not s.teacher_workdir, f"{method}.teacher_file and {method}.teacher_workdir both name the "
+         f"teacher; choose one")
+    need(os.path.isfile(s.teacher_file), f"{method}.teacher_file: no such file {s.teacher_file!r}")
+  if config.train.init_from:
+    need(os.path.isfile(config.train.init_from), f"train.init_from: no such file "
+         f"{config.train.init_from!r}")
+  if (config.train.init_workdir or config.train.init_from) and "init_from_teacher" in s:
+    need(not s.init_from_teacher, f"train.{'init_workdir' if config.train.init_workdir else 'init_from'} "
+         f"and {method}.init_from_teacher both set the initial weights; choose one")
+  if s.get("exact_teacher"):
+    need(config.data.name == "toy2d_gmm8", f"{method}.exact_teacher needs data toy2d_gmm8 (the mixture "
+         f"whose denoiser is known), not {config.data.name}")
+    need(not s.init_from_teacher and not s.teacher_workdir,
+         f"{method}.exact_teacher has no teacher weights: set {method}.init_from_teacher=False and "
+         f"leave {method}.teacher_workdir empty")
 
 
-def check_resume_compatible(saved: dict, config, workdir: str, allowed: Iterable[str]) -> None:
-  """Refuses to resume when the checkpoint's config differs outside the `allowed` fields."""
-  a, b = flatten(saved), flatten(config_to_json_dict(config))
-  diffs = [k for k in sorted(set(a) | set(b)) if k not in allowed and a.get(k) != b.get(k)]
+def comparable_config(saved: dict) -> dict:
+  """A stored config (flattened) as today's schema would hold it: `model.*` fields the saved
+  network does not take are dropped (configs written before config.model held one network's
+  fields kept every network's, at their defaults, which validation required)."""
+  flat = flatten(saved)
+  name = flat.get("model.name")
+  if name in MODELS:
+    takes = set(model_fields(name))
+    flat = {k: v for k, v in flat.items() if not k.startswith("model.") or k == "model.name"
+            or k[6:] in takes}
+  return flat
+
+
+def saved_config(saved: dict):
+  """A config stored with a checkpoint as a ConfigDict of today's schema (`comparable_config`)."""
+  nested: dict = {}
+  for key, value in comparable_config(saved).items():
+    *path, leaf = key.split(".")
+    d = nested
+    for part in path:
+      d = d.setdefault(part, {})
+    d[leaf] = value
+  return ml_collections.ConfigDict(nested)
+
+
+def _default(key: str, model_name) -> Any:
+  """The default of flattened config key `key` (model.* fields: the named network's default)."""
+  if key.startswith("model.") and model_name in MODELS:
+    value = model_fields(model_name).get(key[len("model."):], KeyError)
+  else:
+    value = flatten(config_to_json_dict(config_base.get_config())).get(key, KeyError)
+  return json.loads(json.dumps(value)) if value is not KeyError else KeyError
+
+
+def check_resume_compatible(saved: dict, config, workdir: str,
+                            allowed: Callable[[str], bool] = config_base.is_resumable) -> None:
+  """Refuses to resume when the checkpoint's config differs outside the fields `allowed(key)`
+  accepts. A field cmjax added since the checkpoint was written, at its default, is no difference."""
+  a, b = comparable_config(saved), flatten(config_to_json_dict(config))
+  added = {k for k in set(b) - set(a) if b[k] == _default(k, b.get("model.name"))}
+  diffs = [k for k in sorted(set(a) | set(b))
+           if not allowed(k) and k not in added and a.get(k) != b.get(k)]
   if diffs:
     shown = "; ".join(f"{k}: checkpoint {a.get(k)!r} vs now {b.get(k)!r}" for k in diffs[:3])
     more = f" (+{len(diffs) - 3} more)" if len(diffs) > 3 else ""

@@ -16,7 +16,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+
+from cmjax.data.toy2d import GMM8_MEANS, GMM8_STD
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,16 +124,12 @@ def trigflow_to_sigma(x_trig: np.ndarray, t_trig, sigma_data: float):
 
 def gmm8() -> GaussianMixture:
   """The 'toy2d_gmm8' data distribution (cmjax.data.toy2d)."""
-  from cmjax.data.toy2d import GMM8_MEANS, GMM8_STD
   return GaussianMixture(np.asarray(GMM8_MEANS, np.float64), float(GMM8_STD))
 
 
 def jax_denoiser(gmm: GaussianMixture):
   """The exact denoiser as a jit-able teacher fn(params, x (B, D), s (B,)) -> (B, D) (float32;
   params unused): the 'exact teacher' of CD-exact (`cd.exact_teacher`)."""
-  import jax
-  import jax.numpy as jnp
-
   means = jnp.asarray(gmm.means, jnp.float32)
   logw = jnp.log(jnp.asarray(gmm._w(), jnp.float32))
   s2 = float(gmm.std) ** 2

@@ -36,6 +36,8 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from cmjax.arrays import repeat_grayscale  # noqa: F401 - part of this module's API
 import numpy as np
 
 from cmjax.param_files import checked_params, flatten_params
@@ -67,12 +69,6 @@ def normalize_channels(x: Array) -> Array:
   """
   return x / (safe_sqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True)) + EPS)
 
-
-def repeat_grayscale(x: Array) -> Array:
-  """(B, H, W, 1) -> (B, H, W, 3) by repeating the single channel (LPIPS/VGG expect RGB)."""
-  if x.shape[-1] != 1:
-    raise ValueError(f"repeat_grayscale expects 1 channel, got shape {x.shape}")
-  return jnp.repeat(x, 3, axis=-1)
 
 
 def resize_images(x: Array, size: int | Sequence[int]) -> Array:

@@ -21,12 +21,9 @@ from typing import Callable, Optional
 import jax
 import jax.numpy as jnp
 
+from cmjax.arrays import bcast
+
 Array = jax.Array
-
-
-def _bcast(t: Array, x: Array) -> Array:
-  """(B,) -> (B, 1, ..., 1) to broadcast against x of shape (B, ...)."""
-  return jnp.reshape(t, t.shape + (1,) * (x.ndim - t.ndim))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,8 +55,8 @@ class ConsistencyPreconditioner:
       t: noise levels (B,), t >= sigma_min.
     """
     c_skip, c_out, c_in, c_noise = self.coefficients(t)
-    out = net(x * _bcast(c_in, x), c_noise)
-    return _bcast(c_skip, x) * x + _bcast(c_out, x) * out.astype(x.dtype)
+    out = net(x * bcast(c_in, x), c_noise)
+    return bcast(c_skip, x) * x + bcast(c_out, x) * out.astype(x.dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +76,8 @@ class EDMPreconditioner:
   def __call__(self, net, x: Array, s: Array) -> Array:
     """D(x; s) = c_skip x + c_out F(c_in x, c_noise) for x (B, H, W, C), s (B,) (EDM Eq. 7)."""
     c_skip, c_out, c_in, c_noise = self.coefficients(s)
-    out = net(x * _bcast(c_in, x), c_noise)
-    return _bcast(c_skip, x) * x + _bcast(c_out, x) * out.astype(x.dtype)
+    out = net(x * bcast(c_in, x), c_noise)
+    return bcast(c_skip, x) * x + bcast(c_out, x) * out.astype(x.dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,13 +100,13 @@ class TrigFlowPreconditioner:
 
 def trigflow_consistency(x: Array, t: Array, F: Array, sigma_data: float) -> Array:
   """f(x_t, t) = cos(t) x_t - sin(t) sd F (sCM Eq. 8): x (B, ...), t (B,), F like x."""
-  return _bcast(jnp.cos(t), x) * x - _bcast(jnp.sin(t), x) * sigma_data * F
+  return bcast(jnp.cos(t), x) * x - bcast(jnp.sin(t), x) * sigma_data * F
 
 
 def make_model_fn(model, precond, compute_dtype=None) -> Callable:
   """Builds the function every objective and sampler calls.
 
-  Returns `fn(params, x, t, dropout_keys=None, labels=None) -> (B, H, W, C)`:
+  Returns `fn(params, x, t, dropout_keys=None, labels=None, t2=None) -> (B, H, W, C)`:
     params: the backbone's parameters (the 'params' collection).
     x: (B, H, W, C) noisy images; t: (B,) noise levels.
     dropout_keys: None for deterministic evaluation, or a (B,) array of PRNG keys,
@@ -120,6 +117,9 @@ def make_model_fn(model, precond, compute_dtype=None) -> Callable:
       teacher pass share masks by passing the same keys.
     labels: None (unconditional) or (B,) int class labels, passed to the backbone as
       `class_labels` (class-conditional models, EDM's convention; one-hot inside).
+    t2: None, or a (B,) second conditioning time (families with two times: MeanFlow's r, a
+      shortcut model's step size); the preconditioner is then called as precond(net, x, t, t2)
+      and passes the backbone `c_noise_2`.
   compute_dtype: None (float32) or jnp.bfloat16 for mixed precision: the parameters and the
     backbone's input are cast to it, so the backbone computes in bf16 while the master
     parameters (and their gradients), the preconditioning and the loss stay in float32; the
@@ -133,30 +133,36 @@ def make_model_fn(model, precond, compute_dtype=None) -> Callable:
     p = cast(params)
     kw = {} if labels is None else {"class_labels": labels}
 
-    def net(x_in, c_noise):
-      return model.apply({"params": p}, cast(x_in), c_noise, train=train, rngs=rngs, **kw)
+    def net(x_in, c_noise, c_noise_2=None):
+      extra = kw if c_noise_2 is None else {**kw, "c_noise_2": c_noise_2}
+      return model.apply({"params": p}, cast(x_in), c_noise, train=train, rngs=rngs, **extra)
     return net
 
+  def apply(net, x, t, t2):
+    return precond(net, x, t) if t2 is None else precond(net, x, t, t2)
+
   def fn(params, x: Array, t: Array, dropout_keys: Optional[Array] = None,
-         labels: Optional[Array] = None) -> Array:
+         labels: Optional[Array] = None, t2: Optional[Array] = None) -> Array:
     if dropout_keys is None:
-      return precond(backbone(params, None, labels, False), x, t)
+      return apply(backbone(params, None, labels, False), x, t, t2)
 
-    def one(xi, ti, ki, yi):
+    def one(xi, ti, ki, yi, t2i):
       y = None if yi is None else yi[None]
-      return precond(backbone(params, {"dropout": ki}, y, True), xi[None], ti[None])[0]
+      t2b = None if t2i is None else t2i[None]
+      return apply(backbone(params, {"dropout": ki}, y, True), xi[None], ti[None], t2b)[0]
 
-    return jax.vmap(one)(x, t, dropout_keys, labels)
+    return jax.vmap(one)(x, t, dropout_keys, labels, t2)
 
   return fn
 
 
 def bind_labels(fn: Callable, labels: Optional[Array]) -> Callable:
-  """fn(params, x, t, keys=None, labels=labels): a model function with fixed (B,) labels, so
-  objectives and samplers that call fn(params, x, t[, keys]) condition on them (None: fn)."""
+  """fn(params, x, t, keys=None, t2=None) with fixed (B,) labels, so objectives and samplers that
+  call fn(params, x, t[, keys]) condition on them (None: fn itself)."""
   if labels is None:
     return fn
-  return lambda params, x, t, dropout_keys=None: fn(params, x, t, dropout_keys, labels=labels)
+  return lambda params, x, t, dropout_keys=None, t2=None: fn(params, x, t, dropout_keys,
+                                                              labels=labels, t2=t2)
 
 
 PARAMETRIZATIONS = ("cm", "edm", "trigflow")

@@ -11,6 +11,7 @@ import signal
 import threading
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
 
@@ -50,6 +51,5 @@ class PreemptionGuard:
     local = self.received is not None
     if jax.process_count() == 1:
       return local
-    from jax.experimental import multihost_utils
     flags = multihost_utils.process_allgather(np.asarray([local]))
     return bool(np.any(flags))

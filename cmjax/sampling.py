@@ -3,8 +3,14 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import math
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+from cmjax.arrays import bcast
+from cmjax.parametrization import trigflow_consistency
 
 Array = jax.Array
 
@@ -58,7 +64,6 @@ def edm_sigmas(num_steps: int = 18, sigma_min: float = 0.002, sigma_max: float =
                rho: float = 7.0) -> list[float]:
   """EDM's sampling grid (Karras et al. 2022, Eq. 5): num_steps decreasing levels from
   sigma_max to sigma_min, then 0. Returns a Python list of num_steps + 1 floats."""
-  import numpy as np
   i = np.arange(num_steps, dtype=np.float64)
   lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
   s = (hi + i / max(num_steps - 1, 1) * (lo - hi)) ** rho
@@ -76,7 +81,7 @@ def ode_step(denoise, x: Array, s_from: Array, s_to: Array, solver: str = "heun"
   b = x.shape[0]
   s_from = jnp.broadcast_to(jnp.asarray(s_from, x.dtype), (b,))
   s_to = jnp.broadcast_to(jnp.asarray(s_to, x.dtype), (b,))
-  bc = lambda v: v.reshape((-1,) + (1,) * (x.ndim - 1))
+  bc = lambda v: bcast(v, x)
   d = (x - denoise(x, s_from)) / bc(s_from)
   x_next = x + bc(s_to - s_from) * d
   if solver == "euler":
@@ -139,7 +144,6 @@ def trigflow_multistep_sample(F_fn, params, z: Array, times: Sequence[float], ke
   Returns:
     (B, ...) samples.
   """
-  from cmjax.parametrization import trigflow_consistency
   if len(times) > 1 and key is None:
     raise ValueError("multistep sampling needs a key for the re-noising steps")
   b = z.shape[0]
@@ -178,7 +182,6 @@ def trigflow_ode_sample(F_fn, params, z: Array, times: Sequence[float], sigma_da
 def trigflow_ode_times(num_steps: int = 18, sigma_min: float = 0.002, sigma_max: float = 80.0,
                        sigma_data: float = 0.5, rho: float = 7.0) -> list[float]:
   """pi/2, then arctan(sigma_i / sd) of the Karras grid below sigma_max, then 0 (num_steps + 1 times)."""
-  import math
   s = edm_sigmas(num_steps, sigma_min, sigma_max, rho)
   return [math.pi / 2] + [math.atan(v / sigma_data) for v in s[1:]]
 
@@ -200,7 +203,7 @@ def trigflow_ode_from(F_fn, params, x: Array, t: Array, steps: int = 18, sigma_e
                       sigma_data: float = 0.5, rho: float = 7.0) -> Array:
   """A TrigFlow diffusion model's PF-ODE from per-example times t (B,) to ~0, by DDIM steps
   (`trigflow_ode_sample`) on the Karras grid mapped to TrigFlow time. Returns x0 (B, ...)."""
-  bc = lambda v: v.reshape((-1,) + (1,) * (x.ndim - 1))
+  bc = lambda v: bcast(v, x)
   lo, hi = sigma_end ** (1 / rho), (sigma_data * jnp.tan(t)) ** (1 / rho)
   frac = (jnp.arange(steps + 1) / steps)[:, None]
   times = jnp.arctan((hi[None] + frac * (lo - hi[None])) ** rho / sigma_data)      # (S+1, B)

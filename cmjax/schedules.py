@@ -199,7 +199,6 @@ def ict_num_scales_schedule(s0: int, s1: int, total_steps: int) -> optax.Schedul
 
   CIFAR-10: s0 = 10, s1 = 1280, so N doubles from 11 to 1281 in 8 equal phases. Exact integers.
   """
-  import math
   s0, s1, K = int(s0), int(s1), int(total_steps)
   k_prime = int(math.floor(K / (math.log2(s1 // s0) + 1)))
   bounds, values, p = [], [], 1

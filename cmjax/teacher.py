@@ -13,10 +13,19 @@ import os
 from typing import Any, Callable
 
 import jax
-import ml_collections
 
 from cmjax import checkpointing
-from cmjax.config_validation import ConfigError, config_to_json_dict, flatten
+from cmjax.builders import COMPUTE_DTYPES
+from cmjax.config_validation import config_to_json_dict, flatten, saved_config
+from cmjax.data import image_shape
+from cmjax.errors import ConfigError
+from cmjax.models import build_model, num_classes
+from cmjax.objectives import build_objective
+from cmjax.parallel import replicated
+from cmjax.parametrization import ConsistencyPreconditioner, make_model_fn
+from cmjax.weights.edm_pickle import make_model
+from cmjax.weights.files import check_same_backbone, load_network_file
+from cmjax.train_state import build_optimizer, init_train_state
 
 
 @dataclasses.dataclass
@@ -27,17 +36,12 @@ class Teacher:
   params: Any
   config: Any
   step: int
+  source: dict = dataclasses.field(default_factory=dict)  # what summary.json records
 
 
 def _restore_run(workdir: str, what: str, field: str, mesh):
   """(config, EMA params, step, model, objective) of the newest checkpoint of the run in
   `workdir`; `what`/`field` name it in the one-line errors ('teacher', 'cd.teacher_workdir')."""
-  from cmjax.data import image_shape
-  from cmjax.models import build_model
-  from cmjax.objectives import build_objective
-  from cmjax.parallel import replicated
-  from cmjax.train_state import build_optimizer, init_train_state
-
   ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
   if not os.path.isdir(ckpt_dir):
     raise ConfigError(f"{what} checkpoint not found: {ckpt_dir} does not exist ({field}={workdir!r})")
@@ -46,13 +50,14 @@ def _restore_run(workdir: str, what: str, field: str, mesh):
     step = ck.latest_step()
     if step is None:
       raise ConfigError(f"{what} checkpoint not found: no complete checkpoint in {ckpt_dir}")
-    tcfg = ml_collections.ConfigDict(ck.read_config(step))
+    tcfg = saved_config(ck.read_config(step))
     model = build_model(tcfg.model)
     t_obj = build_objective(tcfg)
     optimizer = build_optimizer(tcfg.optim)
     shape = image_shape(tcfg)
     abstract = jax.eval_shape(lambda k: init_train_state(model, optimizer, k, shape, t_obj,
-                                                         num_classes=int(tcfg.model.get("label_dim", 0))),
+                                                         num_classes=num_classes(tcfg.model),
+                                                         num_times=t_obj.family.num_times),
                               jax.random.key(0))
     rep = replicated(mesh)
     target = checkpointing.abstract_with_shardings(abstract, jax.tree.map(lambda _: rep, abstract))
@@ -100,10 +105,9 @@ def load_teacher(config, objective, mesh) -> Teacher:
 
   Raises ConfigError (one line) for every problem listed in the module docstring.
   """
-  from cmjax.parametrization import build_preconditioner, make_model_fn
-  from cmjax.run import COMPUTE_DTYPES
-
   method, need = config.method, objective.teacher_method
+  if config[method].get("teacher_file"):
+    return teacher_from_file(config, objective, mesh)
   workdir = config[method].teacher_workdir
   if not workdir:
     raise ConfigError(f"{method}.teacher_workdir is empty: {method} distils a trained '{need}' "
@@ -116,7 +120,58 @@ def load_teacher(config, objective, mesh) -> Teacher:
   _check_same(tcfg, config, ("data.name", "param.sigma_data", "model.label_dim"), "teacher", workdir)
   if config[method].init_from_teacher:
     _check_same_model(tcfg, config, f"{method}.init_from_teacher")
-  precond = build_preconditioner(t_obj.parametrization, tcfg.param.sigma_data, tcfg.param.sigma_min)
+  precond = t_obj.family.preconditioner(tcfg.param)
   model_fn = make_model_fn(model, precond, COMPUTE_DTYPES[config.train.precision])
   fn = lambda params, x, t, labels=None: model_fn(params, x, t, labels=labels)
-  return Teacher(fn=fn, params=params, config=tcfg, step=step)
+  return Teacher(fn=fn, params=params, config=tcfg, step=step,
+                 source={"workdir": os.path.abspath(workdir), "step": step})
+
+
+def _file_sigma_data(net) -> float | None:
+  return getattr(net.precond, "sigma_data", None)
+
+
+def teacher_from_file(config, objective, mesh) -> Teacher:
+  """The teacher in config.<method>.teacher_file: a published EDM network pickle (its EMA network)
+  with the preconditioning recorded in it (EDM, VP or VE: a denoiser D(x; sigma)). One-line
+  WeightsFileError / ConfigError when it is not a denoiser of this run's images and classes."""
+  method = config.method
+  field = f"{method}.teacher_file"
+  path = config[method].teacher_file
+  if objective.teacher_method != "edm":
+    raise ConfigError(f"{field}: {method} needs a '{objective.teacher_method}' teacher; network files "
+                      f"hold EDM-time denoisers")
+  net = load_network_file(path, field)
+  if isinstance(net.precond, ConsistencyPreconditioner):
+    raise ConfigError(f"{field}: {path} holds a consistency model (ECMPrecond), not a denoiser")
+  cfg = net.read.precond_config
+  shape = image_shape(config)
+  file_shape = (int(cfg.get("img_resolution", -1)),) * 2 + (int(cfg.get("img_channels", -1)),)
+  if tuple(shape) != file_shape:
+    raise ConfigError(f"{field}: the file's network makes {file_shape} images, the data "
+                      f"{config.data.name} has {tuple(shape)}")
+  if int(net.model_kwargs.get("label_dim", 0)) != num_classes(config.model):
+    raise ConfigError(f"{field}: the file's network has label_dim={net.model_kwargs.get('label_dim', 0)}, "
+                      f"this run's model.label_dim={num_classes(config.model)}")
+  if config[method].init_from_teacher:
+    check_same_backbone(net, config.model, f"{method}.init_from_teacher with {field}")
+  model = make_model(net.model_kwargs)
+  model_fn = make_model_fn(model, net.precond, COMPUTE_DTYPES[config.train.precision])
+  fn = lambda params, x, t, labels=None: model_fn(params, x, t, labels=labels)
+  params = jax.device_put(net.params, replicated(mesh))
+  return Teacher(fn=fn, params=params, config=None, step=0,
+                 source={"file": os.path.abspath(path), "precond": net.read.precond_class,
+                         "sha256": net.read.source_sha256})
+
+
+def load_init_file(config, mesh):
+  """The parameters of the network in config.train.init_from (its EMA copy), checked against
+  config.model (same backbone; dropout may differ) and config.param.sigma_data."""
+  path = config.train.init_from
+  net = load_network_file(path, "train.init_from")
+  check_same_backbone(net, config.model, "train.init_from")
+  sd = _file_sigma_data(net)
+  if sd is not None and abs(sd - config.param.sigma_data) > 1e-9:
+    raise ConfigError(f"train.init_from: the file's network has sigma_data={sd}, this run's "
+                      f"param.sigma_data={config.param.sigma_data}")
+  return jax.device_put(net.params, replicated(mesh))

@@ -61,7 +61,7 @@ def build_optimizer(optim_config, warmup_steps: float | None = None) -> optax.Gr
 
 def init_train_state(model, optimizer, key, image_shape, objective=None,
                      teacher_params=None, init_params=None, distance_params=None,
-                     num_classes: int = 0) -> TrainState:
+                     num_classes: int = 0, num_times: int = 1) -> TrainState:
   """A fresh TrainState.
 
   Args:
@@ -75,10 +75,13 @@ def init_train_state(model, optimizer, key, image_shape, objective=None,
     init_params: start from these backbone parameters instead of random ones (e.g. the
       teacher's, as CD does in the CM paper).
     num_classes: > 0 for a class-conditional backbone (it is initialised with labels).
+    num_times: 2 for a family whose network takes a second time (initialised with c_noise_2).
   EMA and target start equal to params.
   """
   x = jnp.zeros((1,) + tuple(image_shape), jnp.float32)
   kw = {"class_labels": jnp.zeros((1,), jnp.int32)} if num_classes else {}
+  if num_times == 2:
+    kw["c_noise_2"] = jnp.zeros((1,), jnp.float32)
   params = model.init(key, x, jnp.zeros((1,), jnp.float32), train=False, **kw)["params"]
   if init_params is not None:
     params = jax.tree.map(lambda p, q: jnp.asarray(q, p.dtype).reshape(p.shape), params, init_params)

@@ -14,12 +14,13 @@ import time
 import jax
 from tqdm.auto import tqdm
 
-from cmjax import checkpointing, config_base, parallel
+from cmjax import checkpointing, parallel
 from cmjax.config_validation import check_resume_compatible, config_to_json_dict
 from cmjax.evaluation.run_eval import evaluate, save_samples_picture
 from cmjax.preemption import PreemptionGuard
 from cmjax.run import Run, stream_key
 from cmjax.run_logging import ScalarWriter, write_json_atomic
+from cmjax.workdir_lock import WorkdirLock
 
 log = logging.getLogger("cmjax")
 
@@ -31,7 +32,7 @@ def _sample_grids(run: Run, params, workdir: str, tag: str, is_main: bool) -> No
     imgs = run.generate(params, rows * rows, spec)
     if is_main:
       save_samples_picture(imgs, os.path.join(workdir, "samples", f"{tag}_{name}.png"),
-                           run.config.data.name, rows)
+                           run.config, rows)
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -39,18 +40,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
   workdir = os.path.abspath(workdir)
   run = Run(config)  # validates the config before anything is compiled
   is_main = jax.process_index() == 0
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
-                                    max_to_keep=config.train.keep_checkpoints)
-  try:
-    return _resume_train_evaluate(run, ckpt, workdir, is_main)
-  finally:
-    ckpt.close()
+  with WorkdirLock(workdir, force=bool(config.train.force_lock)):  # one writer per workdir
+    ckpt = checkpointing.Checkpointer(os.path.join(workdir, "checkpoints"),
+                                      max_to_keep=config.train.keep_checkpoints)
+    try:
+      return _resume_train_evaluate(run, ckpt, workdir, is_main)
+    finally:
+      ckpt.close()
 
 
 def _resume_train_evaluate(run: Run, ckpt, workdir: str, is_main: bool) -> dict:
   config = run.config
   cfg_json = config_to_json_dict(config)
-  check = lambda saved: check_resume_compatible(saved, config, workdir, config_base.RESUMABLE_FIELDS)
+  check = lambda saved: check_resume_compatible(saved, config, workdir)
   summary_path = os.path.join(workdir, "summary.json")
   num_steps = run.num_steps
   latest = ckpt.latest_step()
@@ -70,6 +72,8 @@ def _resume_train_evaluate(run: Run, ckpt, workdir: str, is_main: bool) -> dict:
     print(f"cmjax: resumed from {ckpt.directory} at step {step0}")
   else:
     state, meta = run.init_state(), {"train_seconds": 0.0}
+  if run.teacher is not None:  # the teacher this state holds: the one recorded when it was copied
+    meta["teacher"] = meta.get("teacher") or run.teacher.source
 
   writer = ScalarWriter(workdir, enabled=is_main)
   try:
@@ -78,7 +82,7 @@ def _resume_train_evaluate(run: Run, ckpt, workdir: str, is_main: bool) -> dict:
       return {"preempted": True, "steps": ckpt.latest_step()}
     state, train_seconds, compile_seconds, skipped, memory = out
     ckpt.wait()
-    result = evaluate(run, state.ema_params, workdir, is_main)
+    result = evaluate(run.built, run.sampler, state.ema_params, workdir, is_main)
   finally:
     writer.close()
   final_step = int(state.step)
@@ -92,8 +96,7 @@ def _resume_train_evaluate(run: Run, ckpt, workdir: str, is_main: bool) -> dict:
       "method": config.method,
       "devices": jax.device_count(),
       "nonfinite_skipped": skipped,
-      **({"teacher": {"workdir": os.path.abspath(config[config.method].teacher_workdir),
-                      "step": run.teacher.step}} if run.teacher is not None else {}),
+      **({"teacher": meta["teacher"]} if run.teacher is not None else {}),
       **result,
   }
   if is_main:
@@ -130,15 +133,17 @@ def _train_loop(run: Run, state, meta: dict, ckpt, writer, cfg_json: dict, workd
         f"global batch {bsz}, {config.train.precision}{mem}")
   batches = source.iterate(position)
   try:
+    extra_meta = {"teacher": meta["teacher"]} if "teacher" in meta else {}
     out = _steps(run, state, step_fn, batches, train_key, start, prior_seconds, skipped, ckpt,
-                 writer, cfg_json, workdir, is_main)
+                 writer, cfg_json, workdir, is_main, extra_meta)
   finally:
     batches.close()
   return None if out is None else (*out, compile_seconds, skipped[0], memory)
 
 
 def _steps(run: Run, state, step_fn, batches, train_key, start: int, prior_seconds: float,
-           skipped: list, ckpt, writer, cfg_json: dict, workdir: str, is_main: bool):
+           skipped: list, ckpt, writer, cfg_json: dict, workdir: str, is_main: bool,
+           extra_meta: dict):
   """The loop of `_train_loop`: (state, train_seconds), or None when preempted."""
   config = run.config
   num_steps, bsz = run.num_steps, config.train.batch_size
@@ -170,7 +175,8 @@ def _steps(run: Run, state, step_fn, batches, train_key, start: int, prior_secon
         report(*pending)  # never checkpoint a state whose step was not finite
         pending = None
         ckpt.save(done, state, cfg_json, {"train_seconds": elapsed(), "images_seen": done * bsz,
-                                          "data_position": done, "nonfinite_skipped": skipped[0]})
+                                          "data_position": done, "nonfinite_skipped": skipped[0],
+                                          **extra_meta})
       if stop:
         ckpt.wait()
         pbar.close()
@@ -203,28 +209,3 @@ def _report(done: int, metrics, writer, pbar, live: dict, skipped: list, num_ste
   if done % config.train.log_every == 0 or done == num_steps:
     writer.scalars(done, {f"train/{k}": v for k, v in values.items()})
     pbar.set_postfix(loss=f"{values['loss']:.4f}", **live, refresh=False)
-
-
-def trajectories(config, workdir: str) -> dict:
-  """`--mode trajectories`: WORKDIR/trajectories.png from the newest checkpoint's EMA params.
-
-  Needs a toy2d_gmm8 run (the exact PF-ODE is known there); returns and prints the mean
-  distance of the model's f along each exact trajectory to the trajectory's end.
-  """
-  from cmjax.config_validation import ConfigError
-  from cmjax.evaluation.trajectories import write_trajectories
-
-  if config.data.name != "toy2d_gmm8":
-    raise ConfigError(f"--mode trajectories needs data toy2d_gmm8 (exact trajectories), not "
-                      f"{config.data.name}")
-  from cmjax.inference import restore_params
-
-  workdir = os.path.abspath(workdir)
-  run = Run(config)
-  step, params = restore_params(run, workdir)
-  out = write_trajectories(run, params, workdir, jax.process_index() == 0)
-  out["step"] = step
-  print(f"cmjax: wrote {out['path']} (checkpoint {step}); mean distance of f to the trajectory end "
-        f"{out['mean_distance_to_end']:.4f} over {out['num_trajectories']} trajectories x "
-        f"{out['marks_per_trajectory']} points")
-  return out

@@ -207,18 +207,20 @@ def test_dropout_only_in_blocks_up_to_max_res():
 
 
 def test_chosen_by_name_in_the_config():
-  """config.model.name = 'adm' builds ADMUNet from config.model (every field exists there)."""
-  from cmjax import config_base
-  from cmjax.models import MODELS, build_model, model_fields
+  """config.model.name = 'adm' builds ADMUNet from config.model (exactly its fields), and the
+  shipped ImageNet-64 configs have EDM's parameter count."""
+  from cmjax.configs import imagenet64_ect, imagenet64_ict
+  from cmjax.models import MODELS, build_model, model_config, model_fields
 
   assert MODELS["adm"] is ADMUNet
-  c = config_base.get_config()
-  assert model_fields("adm") <= set(c.model.keys())
-  c.model.update(name="adm", model_channels=192, channel_mult=(1, 2, 3, 4), num_blocks=3,
-                 attn_resolutions=(32, 16, 8), dropout=0.1, label_dim=1000, dropout_max_res=16)
-  m = build_model(c.model)
+  c = model_config("adm", model_channels=192, channel_mult=(1, 2, 3, 4), num_blocks=3,
+                   attn_resolutions=(32, 16, 8), dropout=0.1, label_dim=1000, dropout_max_res=16)
+  assert set(c.keys()) == {"name", *model_fields("adm")}
+  m = build_model(c)
   assert isinstance(m, ADMUNet) and m.dropout_max_res == 16
   assert _count(m) == EDM_ADM_IMAGENET64
+  for shipped in (imagenet64_ect.get_config(), imagenet64_ict.get_config()):
+    assert _count(build_model(shipped.model)) == EDM_ADM_IMAGENET64
 
 
 def _ops(jaxpr) -> dict:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from cmjax import editing
-from cmjax.sample_mode import ternary_search
+from cmjax.modes.sample import ternary_search
 
 
 def _images(n=3, h=8, w=8, c=3, seed=0):

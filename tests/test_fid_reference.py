@@ -3,7 +3,7 @@ one-shot ones, and the TFDS reader yields every training image once, in [-1, 1].
 import numpy as np
 import pytest
 
-from cmjax.eval_mode import StreamingStatistics, training_image_chunks
+from cmjax.modes.evaluate import StreamingStatistics, training_image_chunks
 from cmjax.evaluation.frechet import feature_statistics
 
 

@@ -112,7 +112,7 @@ def _check_eval_mode(workdir, capsys, tmp_path):
   import jax
 
   from cmjax.data.digits import load_digits_split
-  from cmjax.eval_mode import fid_reference
+  from cmjax.modes.evaluate import fid_reference
   from cmjax.evaluation.inception import flatten_params, init_inception_params, make_feature_fn
   from cmjax.parallel import make_data_mesh
 

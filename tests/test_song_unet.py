@@ -261,12 +261,20 @@ def test_chosen_by_name_in_the_config():
   from cmjax.config_validation import ConfigError, validate_config
   from cmjax.models import build_model
 
+  from cmjax.configs import cifar10_cd, cifar10_ect
+  from cmjax.models import model_config
+
   c = config_base.get_config()
-  c.model.update(name="song_unet", channel_mult=(2, 2, 2), dropout=0.13)
+  c.model = model_config("song_unet", channel_mult=(2, 2, 2), dropout=0.13)
   validate_config(c, 1)
   m = build_model(c.model)
   shapes = jax.eval_shape(lambda: m.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), jnp.zeros((1,))))
   assert sum(x.size for x in jax.tree.leaves(shapes)) == 55_732_739
+  for shipped, ref in ((cifar10_ect.get_config(), EDM_DDPMPP_CIFAR10),   # the configs users run
+                       (cifar10_cd.get_config(), EDM_NCSNPP_CIFAR10)):
+    m = build_model(shipped.model)
+    shapes = jax.eval_shape(lambda: m.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), jnp.zeros((1,))))
+    assert sum(x.size for x in jax.tree.leaves(shapes)) == ref
   c = config_base.get_config()
   c.model.model_channels = 64  # a song_unet field on the default 'unet'
   with pytest.raises(ConfigError, match="model_channels is not an argument of model 'unet'"):

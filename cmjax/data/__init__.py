@@ -24,12 +24,17 @@ from __future__ import annotations
 
 import os
 
-from cmjax.config_validation import ConfigError
+import jax
+
+from cmjax.errors import ConfigError
 from cmjax.data.digits import IMAGE_SHAPE as DIGITS_SHAPE, NUM_HELDOUT, NUM_IMAGES, load_digits_split
+from cmjax.data.folder import FolderSource, image_extensions, list_images
 from cmjax.data.pipeline import ArraySource, BatchIterator, DataError, IndexedSource
-from cmjax.data.tfds_source import TFDS_DATASETS
+from cmjax.data.tfds_source import TFDS_DATASETS, TfdsSource
+from cmjax.data.toy2d import Toy2DSource
 
 __all__ = ["ArraySource", "BatchIterator", "DataError", "IndexedSource", "DATASETS", "IMAGE_SHAPES",
+           "data_kind",
            "NUM_CLASSES", "build_source", "check_data_config", "image_shape", "num_classes"]
 
 # Data sets of a fixed shape: name -> (shape of one example, classes, train records or None).
@@ -42,6 +47,12 @@ _FIXED = {
 # 'folder' has no fixed shape: use image_shape(config).
 IMAGE_SHAPES = {name: v[0] for name, v in _FIXED.items()}
 NUM_CLASSES = {**{name: v[1] for name, v in _FIXED.items()}, "folder": 0}
+
+
+def data_kind(config) -> str:
+  """What one example of config.data is: 'points' (the 2-D toy data, exact metrics) or 'images'
+  (digits, TFDS, folder). Evaluators, grids and the LPIPS check go by the kind, not the name."""
+  return "points" if len(image_shape(config)) == 1 else "images"
 
 
 def image_shape(config) -> tuple:
@@ -77,12 +88,10 @@ def check_data_config(config, process_count: int | None = None) -> None:
 
   need(name in DATASETS, f"unknown data set {name!r}; known: {sorted(DATASETS)}")
   if process_count is None:
-    import jax
     process_count = jax.process_count()
   need(d.read_threads >= 1, f"data.read_threads must be >= 1, got {d.read_threads}")
   need(d.prefetch >= 0, f"data.prefetch must be >= 0, got {d.prefetch}")
   if name == "folder":
-    from cmjax.data.folder import image_extensions, list_images
     need(bool(d.path), "data.name='folder' needs data.path, the directory of training images")
     need(os.path.isdir(d.path), f"data.path {d.path!r} is not a directory")
     need(d.resolution > 0, f"data.resolution must be positive for data.name='folder' (the side the "
@@ -97,7 +106,7 @@ def check_data_config(config, process_count: int | None = None) -> None:
   need(size is None or gb <= size, f"train.batch_size {gb} exceeds the data set size {size} ({what})")
   need(gb % process_count == 0,
        f"train.batch_size {gb} is not divisible by the process count {process_count}")
-  if name.startswith("toy2d_"):
+  if data_kind(config) == "points":
     need(not d.random_flip, "data.random_flip applies to images, not to the 2-D toy data")
   label_dim, classes = config.model.get("label_dim", 0), NUM_CLASSES[name]
   if label_dim > 0:
@@ -115,7 +124,6 @@ def _digits(config, process_index, process_count, with_labels):
 
 def _toy2d(name):
   def build(config, process_index, process_count, with_labels):
-    from cmjax.data.toy2d import Toy2DSource
     return Toy2DSource(name, config.train.batch_size, config.seed, process_index, process_count,
                        prefetch=config.data.prefetch)
   return build
@@ -129,14 +137,12 @@ def _reader_options(config, with_labels):
 
 def _tfds(name):
   def build(config, process_index, process_count, with_labels):
-    from cmjax.data.tfds_source import TfdsSource
     return TfdsSource(name, config.data.data_dir, config.train.batch_size, config.seed, process_index,
                       process_count, **_reader_options(config, with_labels))
   return build
 
 
 def _folder(config, process_index, process_count, with_labels):
-  from cmjax.data.folder import FolderSource
   return FolderSource(config.data.path, config.data.resolution, config.train.batch_size, config.seed,
                       process_index, process_count, **_reader_options(config, with_labels))
 

@@ -4,8 +4,9 @@ Every file under data.path (searched recursively, following links) whose name
 ends in .png, .jpg, .jpeg (or .webp when this Pillow reads WebP), in any
 letter case, is one record; records are numbered in sorted order of their
 paths relative to data.path, so the order is the same on every machine. A
-record is decoded with Pillow, converted to RGB (grey-scale, palette and RGBA
-images included; alpha is dropped), centre-cropped to a square of side
+record is decoded by `cmjax.images.load_image` (every Pillow mode scaled by its
+own bit depth: 16-bit PNGs included; grey-scale repeated to RGB; alpha dropped),
+rounded to uint8, centre-cropped to a square of side
 min(width, height) and resized to data.resolution x data.resolution with
 Pillow's LANCZOS filter (as EDM's dataset_tool; an image already of that size
 is left as it is): (resolution, resolution, 3) uint8, scaled to [-1, 1] in the
@@ -17,7 +18,8 @@ import os
 
 import numpy as np
 
-from cmjax.data.pipeline import DataError, IndexedSource, first_line
+from cmjax import images
+from cmjax.data.pipeline import DataError, IndexedSource
 
 
 def image_extensions() -> tuple[str, ...]:
@@ -41,14 +43,11 @@ def list_images(path: str) -> list[str]:
 
 
 def load_image(path: str, resolution: int) -> np.ndarray:
-  """(resolution, resolution, 3) uint8: RGB, centre-cropped to a square, LANCZOS-resized."""
+  """(resolution, resolution, 3) uint8: RGB (`cmjax.images.load_image`, rounded to 8 bits),
+  centre-cropped to a square, LANCZOS-resized. DataError naming an unreadable file."""
   from PIL import Image
-  try:
-    with Image.open(path) as im:
-      im.load()
-      im = im.convert("RGB")
-  except Exception as e:  # PIL.UnidentifiedImageError, truncated files (OSError), ...
-    raise DataError(f"cannot read image file {path}: {first_line(e)}") from None
+
+  im = Image.fromarray(images.unit_to_uint8(images.load_image(path, 3)))
   w, h = im.size
   side = min(w, h)
   left, top = (w - side) // 2, (h - side) // 2

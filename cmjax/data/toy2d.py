@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cmjax.data.pipeline import iterate_batches
+
 TOY2D_NAMES = ("gmm8", "checkerboard")
 
 GMM8_RADIUS = 1.0
@@ -107,5 +109,4 @@ class Toy2DSource:
 
   def iterate(self, start_step: int = 0):
     """batch(start_step), batch(start_step + 1), ... made `prefetch` ahead; close() it when done."""
-    from cmjax.data.pipeline import iterate_batches
     return iterate_batches(self.batch, start_step, self.prefetch)

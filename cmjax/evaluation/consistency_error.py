@@ -2,11 +2,9 @@
 
 consistency error(bucket) = E ||f_theta(x_sigma, sigma) - f*(x_sigma, sigma)||, x_sigma = x0 + sigma z,
 x0 ~ the mixture, ln sigma uniform within the bucket, f* the exact PF-ODE end point
-(`cmjax.exact_gmm`). Every kind of model is measured in the same EDM coordinates:
-  'cm' consistency models (cd, ct, ict, ect):  f_theta(x, sigma) itself;
-  TrigFlow consistency models (sct, scd):       f = cos t x' - sin t sd F(x', t) at
-                                                t = arctan(sigma / sd), x' = cos(t) x_sigma;
-  diffusion models (edm, trigflow):             their own ODE from (x, sigma) to eps (18 steps).
+(`cmjax.exact_gmm`). Every model is measured in the same EDM coordinates, through its family's
+`consistency_fn` (`cmjax.families`): a consistency model's f itself (mapped onto TrigFlow time for
+sCT/sCD), a diffusion model's own ODE from (x, sigma) to eps (eval.ode_steps steps).
 """
 from __future__ import annotations
 
@@ -16,31 +14,27 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from cmjax import sampling
-from cmjax.parametrization import trigflow_consistency
+from cmjax.exact_gmm import consistency_function
+from cmjax.families.edm_time import EDM_CONSISTENCY, EDM_DIFFUSION
+from cmjax.families.trigflow import TRIGFLOW_CONSISTENCY, TRIGFLOW_DIFFUSION
 
 BUCKETS = (("small", 0.002, 0.1), ("medium", 0.1, 1.0), ("large", 1.0, 80.0))
 
 
 def model_consistency_fn(model_fn, parametrization: str, diffusion: bool, param_config,
                          ode_steps: int = 18):
-  """fn(params, x (B, ...), sigma (B,)) -> the model's estimate of f*(x, sigma), (B, ...) (jit-able)."""
-  p = param_config
-  if not diffusion and parametrization == "cm":
-    return lambda params, x, s: model_fn(params, x, s)
-  if not diffusion and parametrization == "trigflow":
-    def f(params, x, s):
-      t = jnp.arctan(s / p.sigma_data)
-      xt = jnp.cos(t).reshape((-1,) + (1,) * (x.ndim - 1)) * x
-      return trigflow_consistency(xt, t, model_fn(params, xt, t), p.sigma_data)
-    return f
-  if parametrization == "edm":
-    return lambda params, x, s: sampling.edm_ode_from(model_fn, params, x, s, ode_steps, p.sigma_min)
-  def g(params, x, s):
-    t = jnp.arctan(s / p.sigma_data)
-    xt = jnp.cos(t).reshape((-1,) + (1,) * (x.ndim - 1)) * x
-    return sampling.trigflow_ode_from(model_fn, params, xt, t, ode_steps, p.sigma_min, p.sigma_data)
-  return g
+  """fn(params, x (B, ...), sigma (B,)) -> the model's estimate of f*(x, sigma), (B, ...) (jit-able).
+
+  The family's `consistency_fn` (`cmjax.families`), named by its preconditioner ('cm', 'edm',
+  'trigflow') and whether it is a diffusion model; a run has `built.family` at hand directly.
+  """
+  family = {("cm", False): EDM_CONSISTENCY, ("edm", True): EDM_DIFFUSION,
+            ("trigflow", False): TRIGFLOW_CONSISTENCY, ("trigflow", True): TRIGFLOW_DIFFUSION}.get(
+                (parametrization, bool(diffusion)))
+  if family is None:
+    raise ValueError(f"no model family with parametrization {parametrization!r} and "
+                     f"diffusion={diffusion}")
+  return family.consistency_fn(model_fn, param_config, ode_steps)
 
 
 def consistency_errors(fn, params, gmm, num_per_bucket: int = 512, seed: int = 0,
@@ -49,8 +43,6 @@ def consistency_errors(fn, params, gmm, num_per_bucket: int = 512, seed: int = 0
 
   fn: from `model_consistency_fn` (jitted here). Deterministic given `seed`.
   """
-  from cmjax.exact_gmm import consistency_function
-
   jfn = jax.jit(fn)
   rng = np.random.default_rng([seed, 7])
   out = {}

@@ -44,6 +44,8 @@ from typing import Any, Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from cmjax.arrays import repeat_grayscale  # noqa: F401 - part of this module's API
 import numpy as np
 
 from cmjax.param_files import checked_params, flatten_params
@@ -220,12 +222,6 @@ class InceptionV3FID(nn.Module):
 
 # ---------------------------------------------------------------- inputs
 
-
-def repeat_grayscale(x: Array) -> Array:
-  """(B, H, W, 1) -> (B, H, W, 3) by repeating the single channel (Inception expects RGB)."""
-  if x.ndim != 4 or x.shape[-1] != 1:
-    raise ValueError(f"repeat_grayscale expects (B, H, W, 1) images, got shape {x.shape}")
-  return jnp.repeat(x, 3, axis=-1)
 
 
 def resize_to_inception(x: Array) -> Array:

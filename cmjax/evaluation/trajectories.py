@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import os
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+from PIL import Image, ImageDraw
+
+from cmjax.exact_gmm import gmm8, pf_ode
 
 # One colour per trajectory (RGB).
 _COLOURS = [(214, 39, 40), (31, 119, 180), (44, 160, 44), (255, 127, 14), (148, 103, 189),
@@ -19,7 +24,7 @@ def trajectory_points(fn, params, gmm, num: int = 6, sigma_start: float = 2.0, m
 
   Args:
     fn: the model's consistency estimate fn(params, x (B, 2), sigma (B,)) (see
-      `consistency_error.model_consistency_fn`).
+      a family's `consistency_fn`, `cmjax.families`).
     num: trajectories, started at x0 + sigma_start z with x0 from the mixture.
     marks: points per trajectory (log-spaced noise levels) where f is evaluated.
   Returns:
@@ -27,11 +32,6 @@ def trajectory_points(fn, params, gmm, num: int = 6, sigma_start: float = 2.0, m
     'marks' (marks, num, 2) points on them, 'pred' (marks, num, 2) the model's f there and
     'mark_sigma' (marks, num).
   """
-  import jax
-  import jax.numpy as jnp
-
-  from cmjax.exact_gmm import pf_ode
-
   rng = np.random.default_rng([seed, 11])
   x = gmm.sample(num, rng) + sigma_start * rng.standard_normal((num, 2))
   end, path, sig = pf_ode(gmm, x, sigma_start, sigma_end, steps=512, return_path=True)
@@ -47,7 +47,6 @@ def save_trajectories_png(traj: dict, path: str, reference: np.ndarray | None = 
                           size: int = 640, extent: float = 3.0) -> None:
   """Draws the trajectories (thin lines), their ends (black rings), the marked points (small
   squares) and the model's f of each marked point (dots, same colour). PIL only."""
-  from PIL import Image, ImageDraw
 
   img = Image.new("RGB", (size, size), (255, 255, 255))
   d = ImageDraw.Draw(img)
@@ -73,15 +72,12 @@ def save_trajectories_png(traj: dict, path: str, reference: np.ndarray | None = 
   img.save(path)
 
 
-def write_trajectories(run, params, workdir: str, is_main: bool = True) -> dict:
+def write_trajectories(config, family, model_fn, params, workdir: str, is_main: bool = True) -> dict:
   """The trajectories picture WORKDIR/trajectories.png of a toy2d_gmm8 run; returns summary numbers
-  (mean distance of the model's f to the trajectory end, over all marked points)."""
-  from cmjax.evaluation.consistency_error import model_consistency_fn
-  from cmjax.exact_gmm import gmm8
-
-  c = run.config
-  fn = model_consistency_fn(run.model_fn, run.objective.parametrization, run.diffusion, c.param,
-                            c.eval.ode_steps)
+  (mean distance of the model's f to the trajectory end, over all marked points). family: the
+  model's family (`cmjax.families`), whose consistency_fn maps it onto EDM coordinates."""
+  c = config
+  fn = family.consistency_fn(model_fn, c.param, c.eval.ode_steps)
   gmm = gmm8()
   traj = trajectory_points(fn, params, gmm, seed=c.seed)
   out_path = os.path.join(workdir, "trajectories.png")

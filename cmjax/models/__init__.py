@@ -1,30 +1,74 @@
-"""Backbone networks, chosen by name in `config.model.name`."""
+"""Backbone networks, chosen by name in `config.model.name`; `config.model` holds that network's
+constructor arguments and nothing else (as big_vision builds `Model(**config.model)`).
+
+Networks are discovered: every module of this package that defines `BACKBONES = {name: class}`
+registers them, so a new network is one new file. Every backbone is a linen module called as
+  model.apply({'params': p}, x (B, ...), c_noise (B,), train=bool, rngs={'dropout': k},
+              [class_labels=(B,) ints], [c_noise_2=(B,)])
+and knows nothing of noise levels (the family's preconditioner wraps it).
+"""
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import pkgutil
 
-from cmjax.models.adm_unet import ADMUNet
-from cmjax.models.mlp import MLP
-from cmjax.models.song_unet import SongUNet
-from cmjax.models.unet import UNet
+import ml_collections
 
-MODELS = {"unet": UNet, "mlp": MLP, "song_unet": SongUNet, "adm": ADMUNet}
+from cmjax.errors import ConfigError
 
 
-def model_fields(name: str) -> set[str]:
-  """The constructor arguments of backbone `name` (config.model holds the union over models)."""
-  return {f.name for f in dataclasses.fields(MODELS[name])} - {"parent", "name"}
+def _discover() -> dict:
+  found = {}
+  for info in pkgutil.iter_modules(__path__):
+    module = importlib.import_module(f"{__name__}.{info.name}")
+    for name, cls in getattr(module, "BACKBONES", {}).items():
+      if name in found:
+        raise RuntimeError(f"two backbones named {name!r}")
+      found[name] = cls
+  return dict(sorted(found.items()))
+
+
+MODELS = _discover()
+
+
+def model_fields(name: str) -> dict:
+  """{argument: default} of backbone `name`'s constructor (its dataclass fields)."""
+  if name not in MODELS:
+    raise ConfigError(f"unknown model name {name!r}; known: {sorted(MODELS)}")
+  out = {}
+  for f in dataclasses.fields(MODELS[name]):
+    if f.name in ("parent", "name") or not f.init:
+      continue
+    out[f.name] = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+  return out
+
+
+def model_config(name: str, **overrides) -> ml_collections.ConfigDict:
+  """The `config.model` section of backbone `name`: its name and every constructor argument at
+  its default, with `overrides` applied (an argument the network does not take is a ConfigError)."""
+  fields = model_fields(name)
+  unknown = sorted(set(overrides) - set(fields))
+  if unknown:
+    raise ConfigError(f"model {name!r} does not take {unknown}; it takes {sorted(fields)}")
+  section = {"name": name, **fields, **overrides}
+  return ml_collections.ConfigDict({k: tuple(v) if isinstance(v, list) else v
+                                    for k, v in section.items()})
 
 
 def build_model(model_config):
-  """Returns the linen backbone named by `model_config.name`, built from the fields it takes.
-
-  config.model holds every model's fields; the others are ignored here, and
-  `config_validation` rejects a config that changes a field its model does not take.
-  """
+  """The linen backbone named by `model_config.name`, built from the other fields (each must be
+  an argument of that network: one-line ConfigError otherwise)."""
   kwargs = dict(model_config)
   name = kwargs.pop("name")
-  if name not in MODELS:
-    raise ValueError(f"unknown model name {name!r}; known: {sorted(MODELS)}")
   fields = model_fields(name)
-  return MODELS[name](**{k: v for k, v in kwargs.items() if k in fields})
+  unknown = sorted(set(kwargs) - set(fields))
+  if unknown:
+    raise ConfigError(f"model.{unknown[0]} is not an argument of model {name!r} (it takes "
+                      f"{sorted(fields)})")
+  return MODELS[name](**kwargs)
+
+
+def num_classes(model_config) -> int:
+  """model.label_dim, or 0 for a network without labels."""
+  return int(model_config.get("label_dim", 0))

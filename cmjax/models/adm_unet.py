@@ -79,6 +79,10 @@ class ADMUNet(nn.Module):
       R = 16 is the iCT/ECT ImageNet-64 setting, "dropout only at 16x16 and below" (after
       Hoogeboom et al. 2023, "simple diffusion": no dropout on the highest-resolution feature
       maps). Attention has no dropout (as EDM). See `block_dropout`.
+    norm_groups: GroupNorm groups (0: EDM's min(32, C // 4); 32: guided-diffusion's GroupNorm32,
+      as OpenAI's consistency models use; equal for C >= 128).
+    channels_per_head: attention heads = out_channels // channels_per_head (64 in EDM and in
+      OpenAI's released models).
   """
   out_channels: int = 0
   label_dim: int = 0
@@ -91,6 +95,8 @@ class ADMUNet(nn.Module):
   dropout: float = 0.10
   label_dropout: float = 0.0
   dropout_max_res: int = 0
+  norm_groups: int = 0
+  channels_per_head: int = CHANNELS_PER_HEAD
 
   def block_dropout(self, res: int) -> float:
     """Dropout rate of a residual block whose output resolution is res x res."""
@@ -149,19 +155,23 @@ class ADMUNet(nn.Module):
   @nn.compact
   def __call__(self, x: Array, c_noise: Array, train: bool = False,
                class_labels: Optional[Array] = None,
-               augment_labels: Optional[Array] = None) -> Array:
+               augment_labels: Optional[Array] = None,
+               c_noise_2: Optional[Array] = None) -> Array:
     """x (B, H, H, C), c_noise (B,) or scalar -> (B, H, H, out_channels or C), x.dtype."""
+    if c_noise_2 is not None:
+      raise ValueError(f"{type(self).__name__} takes one conditioning time; c_noise_2 was given")
     self._check(x)
     batch, size, c_img = x.shape[0], x.shape[1], x.shape[-1]
     c_out = self.out_channels or c_img
     mc, last = self.model_channels, len(self.channel_mult) - 1
     emb = self._embedding(c_noise, class_labels, augment_labels, batch, train)
     block = functools.partial(UNetBlock, adaptive_scale=True, resample_proj=False,
-                              init_mode="kaiming_uniform", eps=1e-5, skip_scale=1.0)
+                              init_mode="kaiming_uniform", eps=1e-5, skip_scale=1.0,
+                              norm_groups=self.norm_groups)
 
     def run(h, res, name, attention=False, **kw):
       cout = kw.pop("out_channels", h.shape[-1])
-      heads = cout // CHANNELS_PER_HEAD if attention else 0
+      heads = cout // self.channels_per_head if attention else 0
       return block(out_channels=cout, attention=heads > 0, num_heads=max(heads, 1),
                    dropout=self.block_dropout(res), name=name, **kw)(h, emb, train)
 
@@ -194,11 +204,12 @@ class ADMUNet(nn.Module):
         h = jnp.concatenate([h, skips.pop()], axis=-1)
         h = run(h, res, f"{tag}_block{idx}", attention=res in self.attn_resolutions,
                 out_channels=mc * self.channel_mult[level])
-    h = nn.silu(group_norm(h.shape[-1], 1e-5, "out_norm", h.dtype)(h))
+    h = nn.silu(group_norm(h.shape[-1], 1e-5, "out_norm", h.dtype, self.norm_groups)(h))
     return Conv2d(c_out, 3, init_gain=0.0, init_mode="kaiming_uniform", name="out_conv")(h)
 
 
-_ADM_IMAGENET64 = dict(model_channels=192, channel_mult=(1, 2, 3, 4), channel_mult_emb=4,
+# EDM's class-conditional ImageNet-64 preset (NVlabs/edm train.py --arch=adm).
+ADM_IMAGENET64 = dict(model_channels=192, channel_mult=(1, 2, 3, 4), channel_mult_emb=4,
                        num_blocks=3, attn_resolutions=(32, 16, 8), dropout=0.10, augment_dim=0,
                        label_dim=1000)
 
@@ -210,4 +221,7 @@ def adm_imagenet64(**overrides) -> ADMUNet:
   unknown = sorted(set(overrides) - fields)
   if unknown:
     raise ValueError(f"unknown ADMUNet arguments {unknown}; known: {sorted(fields)}")
-  return ADMUNet(**{**_ADM_IMAGENET64, **overrides})
+  return ADMUNet(**{**ADM_IMAGENET64, **overrides})
+
+
+BACKBONES = {"adm": ADMUNet}

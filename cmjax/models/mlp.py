@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from cmjax.models.unet import positional_embedding
+from cmjax.models.embeddings import positional_embedding
 
 Array = jax.Array
 
@@ -48,12 +48,20 @@ class MLP(nn.Module):
   time_scale: float = 1000.0
 
   @nn.compact
-  def __call__(self, x: Array, c_noise: Array, train: bool = False) -> Array:
-    """x (B, D) or (B, H, W, C), c_noise (B,) (or scalar) -> (B, ...) like x."""
+  def __call__(self, x: Array, c_noise: Array, train: bool = False,
+               c_noise_2: Array | None = None) -> Array:
+    """x (B, D) or (B, H, W, C), c_noise (B,) (or scalar) -> (B, ...) like x.
+
+    c_noise_2: an optional second conditioning time (B,) (or scalar); when given, a learned
+    projection of its embedding is added to the time embedding (as in the UNet)."""
     batch = x.shape[0]
     h = x.reshape(batch, -1)
     c_noise = jnp.broadcast_to(jnp.asarray(c_noise), (batch,))
     emb = positional_embedding(c_noise * self.time_scale, self.hidden)
+    if c_noise_2 is not None:
+      c2 = jnp.broadcast_to(jnp.asarray(c_noise_2), (batch,))
+      emb = emb + nn.Dense(self.hidden, name="time2_embed")(
+          positional_embedding(c2 * self.time_scale, self.hidden))
     emb = nn.silu(nn.Dense(self.hidden)(emb))
     emb = nn.silu(nn.Dense(self.hidden)(emb))
     h = nn.Dense(self.hidden)(h)
@@ -62,3 +70,6 @@ class MLP(nn.Module):
     h = nn.silu(nn.LayerNorm()(h))
     out = nn.Dense(x[0].size, kernel_init=nn.initializers.zeros)(h)
     return out.reshape(x.shape)
+
+
+BACKBONES = {"mlp": MLP}

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cmjax.models.embeddings import fourier_embedding, label_vectors, positional_embedding  # noqa: F401
+
 Array = jax.Array
 
 # Gains EDM's SongUNet uses: init_zero = xavier_uniform * 1e-5 (output layers of the
@@ -73,13 +75,15 @@ def dense(features: int, fan_in: int, mode: str, gain: float, name: str,
                   bias_init=uniform_init(b), name=name)
 
 
-def group_norm(channels: int, eps: float, name: str, dtype=None) -> nn.GroupNorm:
-  """EDM GroupNorm: min(32, C // 4) groups (at least 4 channels per group).
+def group_norm(channels: int, eps: float, name: str, dtype=None, groups: int = 0) -> nn.GroupNorm:
+  """EDM GroupNorm: min(32, C // 4) groups (at least 4 channels per group), or `groups` when > 0
+  (guided-diffusion's GroupNorm32 in OpenAI's consistency models).
 
   Statistics and normalisation in float32 (flax); the output has `dtype` (pass x.dtype so a
   bfloat16 input stays bfloat16 whatever the parameters' dtype), None = promoted.
   """
-  return nn.GroupNorm(num_groups=min(32, channels // 4), epsilon=eps, dtype=dtype, name=name)
+  return nn.GroupNorm(num_groups=groups or min(32, channels // 4), epsilon=eps, dtype=dtype,
+                      name=name)
 
 
 def _filter_2d(taps: Sequence[float]) -> np.ndarray:
@@ -140,6 +144,7 @@ class Conv2d(nn.Module):
   fused_resample: bool = False
   init_gain: float = 1.0
   init_mode: str = "xavier_uniform"
+  norm_groups: int = 0
 
   def _conv(self, x: Array, w: Array, pad: int) -> Array:
     return jax.lax.conv_general_dilated(x, w.astype(x.dtype), (1, 1), [(pad, pad), (pad, pad)],
@@ -194,6 +199,7 @@ class UNetBlock(nn.Module):
       as EDM's UNetBlock (num_heads given explicitly; ADM passes out_channels // 64).
     adaptive_scale: ADM's scale-shift conditioning (affine outputs 2 * out_channels).
     resample_proj: 1x1 projection on a resampling skip even when channels match (SongUNet).
+    norm_groups: GroupNorm groups (0: EDM's min(32, C // 4)).
     init_mode: 'xavier_uniform' (SongUNet: init xavier, init_zero 1e-5 xavier, init_attn
       sqrt(0.2) xavier, biases 0) or 'kaiming_uniform' (DhariwalUNet: init kaiming * sqrt(1/3)
       for weights and biases, init_zero exact zeros, init_attn = init).
@@ -219,16 +225,16 @@ class UNetBlock(nn.Module):
     g_init, g_zero = (INIT_ADM_GAIN, 0.0) if adm else (1.0, INIT_ZERO_GAIN)
     g_attn = INIT_ADM_GAIN if adm else INIT_ATTN_GAIN
     conv = functools.partial(Conv2d, resample_filter=taps, init_mode=self.init_mode)
-    h = nn.silu(group_norm(cin, self.eps, "norm0", dt)(x))
+    h = nn.silu(group_norm(cin, self.eps, "norm0", dt, self.norm_groups)(x))
     h = conv(cout, 3, up=self.up, down=self.down, init_gain=g_init, name="conv0")(h)
     width = cout * (2 if self.adaptive_scale else 1)
     params = dense(width, emb.shape[-1], self.init_mode, g_init, "affine")(emb)
     params = params[:, None, None, :].astype(dt)  # the float32 embedding's projection, in x.dtype
     if self.adaptive_scale:
       scale, shift = params[..., :cout], params[..., cout:]
-      h = nn.silu(shift + group_norm(cout, self.eps, "norm1", dt)(h) * (scale + 1))
+      h = nn.silu(shift + group_norm(cout, self.eps, "norm1", dt, self.norm_groups)(h) * (scale + 1))
     else:
-      h = nn.silu(group_norm(cout, self.eps, "norm1", dt)(h + params))
+      h = nn.silu(group_norm(cout, self.eps, "norm1", dt, self.norm_groups)(h + params))
     h = nn.Dropout(self.dropout, deterministic=not train)(h)
     h = conv(cout, 3, init_gain=g_zero, name="conv1")(h)
     if cout != cin or self.up or self.down:
@@ -241,7 +247,7 @@ class UNetBlock(nn.Module):
     heads = self.num_heads
     if heads < 1 or cout % heads:
       raise ValueError(f"UNetBlock: num_heads={heads} must divide out_channels={cout}")
-    qkv = group_norm(cout, self.eps, "norm2", dt)(x)
+    qkv = group_norm(cout, self.eps, "norm2", dt, self.norm_groups)(x)
     qkv = conv(3 * cout, 1, init_gain=g_attn, name="qkv")(qkv)
     qkv = qkv.reshape(b, hh * ww, heads, cout // heads, 3)
     q, k, v = qkv[..., 0], qkv[..., 1], qkv[..., 2]
@@ -250,42 +256,3 @@ class UNetBlock(nn.Module):
     a = jnp.einsum("bhqk,bkhc->bqhc", w, v).reshape(b, hh, ww, cout)
     a = conv(cout, 1, init_gain=g_zero, name="proj")(a)
     return (a + x) * self.skip_scale
-
-
-def positional_embedding(x: Array, channels: int, max_positions: float = 10000.0,
-                         endpoint: bool = True) -> Array:
-  """EDM PositionalEmbedding: x (B,) -> (B, channels) float32; DDPM++ endpoint=True, ADM False.
-
-  freqs_i = max_positions^(-i / (channels/2 - endpoint)), i = 0..channels/2-1;
-  returns [cos, sin](x freqs).
-  """
-  half = channels // 2
-  freqs = (1.0 / max_positions) ** (jnp.arange(half, dtype=jnp.float32) / (half - int(endpoint)))
-  args = x.astype(jnp.float32)[:, None] * freqs[None]
-  return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
-
-
-def fourier_embedding(x: Array, channels: int, scale: float, seed: int) -> Array:
-  """NCSN++ random Fourier features (EDM FourierEmbedding): x (B,) -> (B, channels).
-
-  freqs ~ N(0, scale^2), channels/2 of them, fixed (a buffer in EDM, not trained); here drawn
-  from numpy's generator with `seed`, so they are a constant of the model, not a parameter.
-  Returns [cos, sin](2 pi x freqs).
-  """
-  freqs = np.random.default_rng(seed).standard_normal(channels // 2).astype(np.float32) * scale
-  args = x.astype(jnp.float32)[:, None] * jnp.asarray(2 * np.pi * freqs)[None]
-  return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
-
-
-def label_vectors(class_labels, batch: int, label_dim: int) -> Array:
-  """Class labels (B,) ints or (B, label_dim) -> (B, label_dim) float32; None -> zeros (EDM's
-  unconditional input)."""
-  if class_labels is None:
-    return jnp.zeros((batch, label_dim), jnp.float32)
-  class_labels = jnp.asarray(class_labels)
-  if class_labels.shape == (batch,) and jnp.issubdtype(class_labels.dtype, jnp.integer):
-    return jax.nn.one_hot(class_labels, label_dim, dtype=jnp.float32)
-  if class_labels.shape != (batch, label_dim):
-    raise ValueError(f"class_labels must be ({batch},) ints or ({batch}, {label_dim}), "
-                     f"got {class_labels.shape} {class_labels.dtype}")
-  return class_labels.astype(jnp.float32)

@@ -86,6 +86,8 @@ class SongUNet(nn.Module):
     resample_filter: up/downsampling filter taps, (1, 1) for DDPM++, (1, 3, 3, 1) for NCSN++.
     fourier_scale: std of the Fourier frequencies (EDM: 16).
     fourier_seed: seed of the fixed Fourier frequencies (numpy; not a trained parameter).
+    fourier_freqs: the Fourier frequencies themselves (channels/2 floats), used instead of the
+      seeded draw: EDM and score_sde store theirs as a buffer, and an imported NCSN++ needs them.
     noise_scale: c_noise is multiplied by this before the embedding (EDM: 1; EDM's VP
       preconditioner feeds 999 t instead of a scaled c_noise).
   """
@@ -106,6 +108,7 @@ class SongUNet(nn.Module):
   resample_filter: Sequence[int] = (1, 1)
   fourier_scale: float = 16.0
   fourier_seed: int = 0
+  fourier_freqs: Optional[Sequence[float]] = None
   noise_scale: float = 1.0
 
   def _check(self, x: Array) -> None:
@@ -142,9 +145,9 @@ class SongUNet(nn.Module):
     emb_ch = self.model_channels * self.channel_mult_emb
     c = jnp.broadcast_to(jnp.asarray(c_noise, jnp.float32), (batch,)) * self.noise_scale
     if self.embedding_type == "positional":
-      emb = positional_embedding(c, noise_ch)
+      emb = positional_embedding(c, noise_ch, endpoint=True)
     else:
-      emb = fourier_embedding(c, noise_ch, self.fourier_scale, self.fourier_seed)
+      emb = fourier_embedding(c, noise_ch, self.fourier_scale, self.fourier_seed, self.fourier_freqs)
     half = noise_ch // 2
     emb = jnp.concatenate([emb[:, half:], emb[:, :half]], axis=-1)  # EDM swaps to [sin, cos]
     if self.label_dim:
@@ -171,8 +174,11 @@ class SongUNet(nn.Module):
   @nn.compact
   def __call__(self, x: Array, c_noise: Array, train: bool = False,
                class_labels: Optional[Array] = None,
-               augment_labels: Optional[Array] = None) -> Array:
+               augment_labels: Optional[Array] = None,
+               c_noise_2: Optional[Array] = None) -> Array:
     """x (B, H, H, C), c_noise (B,) or scalar -> (B, H, H, out_channels or C)."""
+    if c_noise_2 is not None:
+      raise ValueError(f"{type(self).__name__} takes one conditioning time; c_noise_2 was given")
     self._check(x)
     batch, size, c_img = x.shape[0], x.shape[1], x.shape[-1]
     c_out = self.out_channels or c_img
@@ -228,11 +234,12 @@ class SongUNet(nn.Module):
     return out
 
 
-_DDPMPP = dict(model_channels=128, channel_mult=(2, 2, 2), channel_mult_emb=4, num_blocks=4,
+# EDM's CIFAR-10 presets (NVlabs/edm train.py --arch=ddpmpp / ncsnpp), used by the paper configs.
+DDPMPP_CIFAR10 = dict(model_channels=128, channel_mult=(2, 2, 2), channel_mult_emb=4, num_blocks=4,
                attn_resolutions=(16,), dropout=0.13, embedding_type="positional",
                channel_mult_noise=1, encoder_type="standard", decoder_type="standard",
                resample_filter=(1, 1))
-_NCSNPP = dict(_DDPMPP, embedding_type="fourier", channel_mult_noise=2, encoder_type="residual",
+NCSNPP_CIFAR10 = dict(DDPMPP_CIFAR10, embedding_type="fourier", channel_mult_noise=2, encoder_type="residual",
                resample_filter=(1, 3, 3, 1), fourier_scale=16.0)
 
 
@@ -246,9 +253,12 @@ def _preset(base: dict, overrides: dict) -> SongUNet:
 
 def ddpmpp_cifar10(**overrides) -> SongUNet:
   """EDM's `--arch=ddpmpp` CIFAR-10 network (55,732,739 parameters unconditional), overridable."""
-  return _preset(_DDPMPP, overrides)
+  return _preset(DDPMPP_CIFAR10, overrides)
 
 
 def ncsnpp_cifar10(**overrides) -> SongUNet:
   """EDM's `--arch=ncsnpp` CIFAR-10 network (56,395,523 parameters unconditional), overridable."""
-  return _preset(_NCSNPP, overrides)
+  return _preset(NCSNPP_CIFAR10, overrides)
+
+
+BACKBONES = {"song_unet": SongUNet}

@@ -12,15 +12,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from cmjax.models.embeddings import positional_embedding
+
 Array = jax.Array
-
-
-def positional_embedding(x: Array, dim: int, max_period: float = 10000.0) -> Array:
-  """Sinusoidal embedding of scalars x (B,) -> (B, dim) (Vaswani et al.; DDPM)."""
-  half = dim // 2
-  freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
-  args = x.astype(jnp.float32)[:, None] * freqs[None]
-  return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
 
 
 class ResBlock(nn.Module):
@@ -69,13 +63,20 @@ class UNet(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, c_noise: Array, train: bool = False,
-               class_labels: Array | None = None) -> Array:
-    """x (B, H, W, C), c_noise (B,), class_labels (B,) ints (label_dim > 0) -> (B, H, W, C)."""
+               class_labels: Array | None = None, c_noise_2: Array | None = None) -> Array:
+    """x (B, H, W, C), c_noise (B,), class_labels (B,) ints (label_dim > 0) -> (B, H, W, C).
+
+    c_noise_2: an optional second conditioning time (B,) (MeanFlow's r, a shortcut model's step):
+    when given, a learned projection of its embedding is added to the time embedding (the
+    parameters exist when the model was initialised with it)."""
     if x.shape[1] % (2 ** (len(self.channel_mult) - 1)):
       raise ValueError(f"image size {x.shape[1]} is not divisible by 2^(levels-1) for "
                        f"channel_mult={tuple(self.channel_mult)}")
     emb_dim = 4 * self.channels
     emb = positional_embedding(c_noise * self.time_scale, self.channels).astype(x.dtype)
+    if c_noise_2 is not None:
+      emb2 = positional_embedding(c_noise_2 * self.time_scale, self.channels).astype(x.dtype)
+      emb = emb + nn.Dense(self.channels, name="time2_embed")(emb2)
     if self.label_dim:
       if class_labels is None or class_labels.shape != x.shape[:1]:
         raise ValueError(f"a class-conditional UNet (label_dim={self.label_dim}) needs "
@@ -110,3 +111,6 @@ class UNet(nn.Module):
         h = nn.Conv(c, (3, 3))(h)
     h = nn.silu(nn.GroupNorm(num_groups=min(self.groups, h.shape[-1]))(h))
     return nn.Conv(x.shape[-1], (3, 3), kernel_init=nn.initializers.zeros)(h)
+
+
+BACKBONES = {"unet": UNet}

@@ -7,7 +7,7 @@ Per example: n ~ U{1, ..., N-1} on the increasing Karras grid t_1 = eps < ... < 
   theta- <- stopgrad(mu theta- + (1 - mu) theta) after every update (constant mu).
 CIFAR-10 (official code): N = 18, d = LPIPS, mu = 0 (theta- = the online parameters),
 Heun. ImageNet-64: N = 40, mu = 0.95. The teacher is an EDM denoiser (objective 'edm');
-the trainer loads it from `teacher_workdir` and refuses to start without it.
+`cmjax.run` loads it from `cd.teacher_workdir` and refuses to start without it.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from cmjax import sampling, schedules
-from cmjax.objectives.common import ObjectiveBase, bcast, make_distance, per_example_normal, split_keys
+from cmjax.objectives.common import ObjectiveBase, check_distance, require, bcast, make_distance, per_example_normal, split_keys
 from cmjax.objectives.consistency_pair import consistency_pair_distance
 
 Array = jax.Array
@@ -33,30 +33,31 @@ class CDObjective(ObjectiveBase):
     solver: 'heun' or 'euler', the teacher's ODE step.
     mu: decay of the target network theta- (0: theta- = theta after each update).
     distance, c: d(a, b) by name (`common.make_distance`) and the pseudo-Huber c.
-    teacher_workdir: the EDM run to distil (read by the trainer).
-    init_from_teacher: start the student from the teacher's EMA weights (CM paper).
-    exact_teacher: the teacher is the exact denoiser of the 2-D mixture (`exact_gmm`).
-    teacher_fn: D(teacher_params, x, s) (set by the trainer; eval mode).
-    lpips_weights, lpips_resize: LPIPS weights file (.npz from scripts/convert_lpips_weights.py)
-      and the size inputs are resized to (0: none), when distance='lpips'.
+    teacher_fn: D(teacher_params, x, s) (set by `cmjax.run`; eval mode).
+    lpips_resize: the size LPIPS inputs are resized to (0: none), when distance='lpips'.
+  Config-only settings (`SETUP_FIELDS`, read by `cmjax.run`, never by the loss): cd.teacher_workdir
+  (the EDM run to distil), cd.init_from_teacher (start from the teacher's EMA weights, CM paper),
+  cd.exact_teacher (the exact denoiser of the 2-D mixture, `exact_gmm`), cd.lpips_weights (.npz
+  from scripts/convert_lpips_weights.py).
   """
   num_scales: int = 18
   solver: str = "heun"
   mu: float = 0.0
   distance: str = "l2_squared"
   c: float = 0.0
-  lpips_weights: str = ""
   lpips_resize: int = 224
   rho: float = 7.0
-  teacher_workdir: str = ""
-  init_from_teacher: bool = True
-  exact_teacher: bool = False
-  sigma_data: float = 0.5
   sigma_min: float = 0.002
   sigma_max: float = 80.0
   teacher_fn: Optional[Callable] = dataclasses.field(default=None, compare=False, repr=False)
   uses_target = True
   teacher_method = "edm"
+
+  def __post_init__(self):
+    require(self.num_scales >= 2, f"num_scales must be >= 2, got {self.num_scales}")
+    require(self.solver in ("heun", "euler"), f"solver {self.solver!r} is unknown; known: 'heun', 'euler'")
+    require(0.0 <= self.mu < 1.0, f"mu must be in [0, 1), got {self.mu}")
+    check_distance(self)
 
   def target_ema(self, step: Array) -> Array:
     """The constant mu of the target network (CM paper Alg. 2)."""
@@ -81,3 +82,8 @@ class CDObjective(ObjectiveBase):
     dist = consistency_pair_distance(model_fn, params, extra["target"], x_hi, t_hi, x_lo, t_lo,
                                      d_keys, distance)
     return dist, {"t": t_hi, "distance": dist}
+
+
+METHODS = {"cd": CDObjective}
+SETUP_FIELDS = {"cd": {"lpips_weights": "", "teacher_workdir": "", "teacher_file": "",
+                       "init_from_teacher": True, "exact_teacher": False}}

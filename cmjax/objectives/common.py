@@ -12,7 +12,7 @@ drives the curricula; extra holds what some objectives need besides the online p
   extra['teacher']  a frozen pretrained model's parameters (CD, sCD; `teacher_fn` evaluates it),
   extra['aux']      trainable parameters owned by the objective (sCM's adaptive weight w(t)).
 Class attributes tell the trainer what to build:
-  parametrization   'cm', 'edm' or 'trigflow' (see `parametrization.build_preconditioner`),
+  family            the model family (`cmjax.families`): preconditioner, samplers, time axis,
   uses_target       keep an EMA target network in the train state,
   teacher_method    the objective name a teacher checkpoint must come from (None: no teacher).
 """
@@ -23,14 +23,17 @@ from typing import Callable, Optional
 
 import jax
 
-from cmjax import distances
+from cmjax import distances, lpips
+from cmjax.families.edm_time import EDM_CONSISTENCY
+from cmjax.parametrization import bind_labels
+from cmjax.arrays import bcast, per_example_dims, repeat_grayscale  # noqa: F401 - re-exported
 
 Array = jax.Array
 
 
 class ObjectiveBase:
   """Defaults of the objective protocol (see the module docstring)."""
-  parametrization = "cm"
+  family = EDM_CONSISTENCY
   uses_target = False
   teacher_method: Optional[str] = None
 
@@ -44,6 +47,20 @@ class ObjectiveBase:
     return {}
 
 
+def require(cond: bool, msg: str) -> None:
+  """An objective's hyperparameter check (in __post_init__): ValueError(msg) unless cond. msg
+  starts with the field name, so `build_objective` reports it as '<method>.<msg>'."""
+  if not cond:
+    raise ValueError(msg)
+
+
+def check_distance(obj) -> None:
+  """Checks of the named-distance fields (distance, c, lpips_resize) of CD and CT."""
+  require(obj.distance in DISTANCE_NAMES, f"distance {obj.distance!r} is unknown; known: {DISTANCE_NAMES}")
+  require(obj.c >= 0, f"c must be >= 0, got {obj.c}")
+  require(obj.lpips_resize >= 0, f"lpips_resize must be >= 0, got {obj.lpips_resize}")
+
+
 def condition_on_labels(model_fn: Callable, objective, labels: Optional[Array]):
   """(model_fn, objective) conditioned on (B,) class labels (None: both unchanged).
 
@@ -53,8 +70,6 @@ def condition_on_labels(model_fn: Callable, objective, labels: Optional[Array]):
   """
   if labels is None:
     return model_fn, objective
-  from cmjax.parametrization import bind_labels
-
   teacher_fn = getattr(objective, "teacher_fn", None)
   if teacher_fn is not None:
     objective = dataclasses.replace(
@@ -71,19 +86,6 @@ def split_keys(keys: Array, num: int) -> list[Array]:
 def per_example_normal(keys: Array, shape) -> Array:
   """z_i ~ N(0, I) of `shape` from keys[i]: (B,) keys -> (B, *shape) float32."""
   return jax.vmap(lambda k: jax.random.normal(k, tuple(shape)))(keys)
-
-
-def bcast(v: Array, x: Array) -> Array:
-  """(B,) -> (B, 1, ..., 1) to broadcast against x (B, ...)."""
-  return v.reshape((-1,) + (1,) * (x.ndim - 1))
-
-
-def per_example_dims(x: Array) -> int:
-  """D, the number of dimensions of one example of x (B, ...)."""
-  n = 1
-  for d in x.shape[1:]:
-    n *= d
-  return n
 
 
 DISTANCE_NAMES = ("l2_squared", "l2", "l1", "pseudo_huber", "lpips")
@@ -110,11 +112,9 @@ def make_distance(name: str, c: float = 0.0, lpips_params=None, lpips_resize: in
   if name == "lpips":
     if lpips_params is None:
       raise ValueError("distance 'lpips' needs LPIPS parameters (see cmjax.lpips)")
-    from cmjax import lpips
-
     def d(a, b):
       if a.shape[-1] == 1:
-        a, b = lpips.repeat_grayscale(a), lpips.repeat_grayscale(b)
+        a, b = repeat_grayscale(a), repeat_grayscale(b)
       return lpips.lpips_distance(lpips_params, a, b, lpips_resize or None)
     return d
   raise ValueError(f"unknown distance {name!r}; known: {DISTANCE_NAMES}")

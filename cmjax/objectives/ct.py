@@ -18,7 +18,7 @@ import dataclasses
 import jax
 
 from cmjax import schedules
-from cmjax.objectives.common import ObjectiveBase, bcast, make_distance, per_example_normal, split_keys
+from cmjax.objectives.common import ObjectiveBase, check_distance, require, bcast, make_distance, per_example_normal, split_keys
 from cmjax.objectives.consistency_pair import consistency_pair_distance
 
 Array = jax.Array
@@ -33,7 +33,8 @@ class CTObjective(ObjectiveBase):
     mu0, mu_divisor: target EMA mu(k) = exp(s0 ln mu0 / N(k)) ('paper') or / (N(k) - 1)
       ('official', default).
     distance, c: d(a, b) by name and the pseudo-Huber c; rho: the grid's rho.
-    lpips_weights, lpips_resize: LPIPS weights file and input size, when distance='lpips'.
+    lpips_resize: the size LPIPS inputs are resized to, when distance='lpips' (the weights file,
+      ct.lpips_weights, is a config-only setting read by `cmjax.run`).
   """
   s0: int = 2
   s1: int = 150
@@ -42,13 +43,21 @@ class CTObjective(ObjectiveBase):
   mu_divisor: str = "official"
   distance: str = "l2_squared"
   c: float = 0.0
-  lpips_weights: str = ""
   lpips_resize: int = 224
   rho: float = 7.0
-  sigma_data: float = 0.5
   sigma_min: float = 0.002
   sigma_max: float = 80.0
   uses_target = True
+
+  def __post_init__(self):
+    require(1 <= self.s0 <= self.s1, f"s0 and s1 must satisfy 1 <= s0 <= s1, got {self.s0}, {self.s1}")
+    require(self.total_steps > 0, f"total_steps must be positive, got {self.total_steps}")
+    require(0.0 < self.mu0 < 1.0, f"mu0 must be in (0, 1), got {self.mu0}")
+    require(self.mu_divisor in ("paper", "official"),
+            f"mu_divisor {self.mu_divisor!r} is unknown; known: 'paper', 'official'")
+    require(self.s0 >= 2 or self.mu_divisor == "paper",
+            "s0 must be >= 2 with mu_divisor 'official' (it divides by N(k) - 1)")
+    check_distance(self)
 
   def num_scales(self, step: Array) -> Array:
     """N(k), int32."""
@@ -75,3 +84,7 @@ class CTObjective(ObjectiveBase):
     dist = consistency_pair_distance(model_fn, params, extra["target"], x_hi, t_hi, x_lo, t_lo,
                                      d_keys, distance)
     return dist, {"t": t_hi, "distance": dist, "num_scales": big_n + 0.0 * t_hi}
+
+
+METHODS = {"ct": CTObjective}
+SETUP_FIELDS = {"ct": {"lpips_weights": ""}}

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from cmjax import distances, schedules
-from cmjax.objectives.common import ObjectiveBase, bcast, per_example_normal, split_keys
+from cmjax.objectives.common import ObjectiveBase, require, bcast, per_example_normal, split_keys
 
 Array = jax.Array
 
@@ -51,8 +51,13 @@ class ECTObjective(ObjectiveBase):
   sigma_max: float = 80.0
 
   def __post_init__(self):
-    if self.weighting not in ("inv_dt", "snr_plus"):
-      raise ValueError(f"unknown ECT weighting {self.weighting!r}; known: 'inv_dt', 'snr_plus'")
+    require(self.p_std > 0, f"p_std must be positive, got {self.p_std}")
+    require(self.q > 1, f"q must be > 1, got {self.q}")
+    require(self.stage_steps > 0, f"stage_steps must be positive, got {self.stage_steps}")
+    require(self.initial_exponent >= 0, f"initial_exponent must be >= 0, got {self.initial_exponent}")
+    require(self.c >= 0, f"c must be >= 0, got {self.c}")
+    require(self.weighting in ("inv_dt", "snr_plus"),
+            f"weighting {self.weighting!r} is unknown; known: 'inv_dt', 'snr_plus'")
 
   def decay(self, step: Array) -> Array:
     """1 / q^(stage + a0) at `step` (an optax schedule of the step)."""
@@ -96,3 +101,6 @@ class ECTObjective(ObjectiveBase):
     loss = w * dist
     metrics = {"t": t, "r": r, "distance": dist, "at_boundary": at_boundary.astype(jnp.float32)}
     return loss, metrics
+
+
+METHODS = {"ect": ECTObjective}

@@ -12,7 +12,8 @@ import dataclasses
 import jax
 
 from cmjax import distances, schedules
-from cmjax.objectives.common import ObjectiveBase, bcast, per_example_normal, split_keys
+from cmjax.families.edm_time import EDM_DIFFUSION
+from cmjax.objectives.common import ObjectiveBase, require, bcast, per_example_normal, split_keys
 
 Array = jax.Array
 
@@ -23,7 +24,10 @@ class EDMObjective(ObjectiveBase):
   p_mean: float = -1.2
   p_std: float = 1.2
   sigma_data: float = 0.5
-  parametrization = "edm"
+  family = EDM_DIFFUSION
+
+  def __post_init__(self):
+    require(self.p_std > 0, f"p_std must be positive, got {self.p_std}")
 
   def __call__(self, model_fn, params, x: Array, keys: Array, step: Array, extra=None):
     """Per-example EDM loss.
@@ -43,3 +47,6 @@ class EDMObjective(ObjectiveBase):
     sq = distances.l2_squared(denoised, x)
     weight = (s**2 + self.sigma_data**2) / (s * self.sigma_data) ** 2
     return weight * sq, {"sigma": s, "mse": sq}
+
+
+METHODS = {"edm": EDMObjective}

@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from cmjax import distances, schedules
-from cmjax.objectives.common import (ObjectiveBase, bcast, per_example_dims, per_example_normal,
+from cmjax.objectives.common import (ObjectiveBase, require, bcast, per_example_dims, per_example_normal,
                                      split_keys)
 from cmjax.objectives.consistency_pair import consistency_pair_distance
 
@@ -44,9 +44,14 @@ class ICTObjective(ObjectiveBase):
   p_std: float = 2.0
   c_per_sqrt_dim: float = 0.00054
   rho: float = 7.0
-  sigma_data: float = 0.5
   sigma_min: float = 0.002
   sigma_max: float = 80.0
+
+  def __post_init__(self):
+    require(1 <= self.s0 <= self.s1, f"s0 and s1 must satisfy 1 <= s0 <= s1, got {self.s0}, {self.s1}")
+    require(self.total_steps > 0, f"total_steps must be positive, got {self.total_steps}")
+    require(self.p_std > 0, f"p_std must be positive, got {self.p_std}")
+    require(self.c_per_sqrt_dim >= 0, f"c_per_sqrt_dim must be >= 0, got {self.c_per_sqrt_dim}")
 
   def num_scales(self, step: Array) -> Array:
     """N(k), int32."""
@@ -69,3 +74,6 @@ class ICTObjective(ObjectiveBase):
                                      lambda a, b: distances.pseudo_huber(a, b, c))
     loss = dist / (t_hi - t_lo)
     return loss, {"t": t_hi, "distance": dist, "num_scales": big_n + 0.0 * t_hi}
+
+
+METHODS = {"ict": ICTObjective}

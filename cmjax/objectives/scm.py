@@ -16,6 +16,7 @@ g = cos(t) df-/dt, the continuous-time consistency gradient (sCM Eq. 11 rearrang
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Callable, Optional
 
 import jax
@@ -23,8 +24,9 @@ import jax.numpy as jnp
 
 from cmjax import schedules
 from cmjax.distances import safe_sqrt
+from cmjax.families.trigflow import TRIGFLOW_CONSISTENCY
 from cmjax.objectives.adaptive_weight import init_adaptive_weight, weighted_loss
-from cmjax.objectives.common import ObjectiveBase, bcast, per_example_dims, per_example_normal, split_keys
+from cmjax.objectives.common import ObjectiveBase, require, bcast, per_example_dims, per_example_normal, split_keys
 
 Array = jax.Array
 
@@ -39,8 +41,9 @@ class SCMObjective(ObjectiveBase):
     tangent_norm_c: c of the tangent normalisation (0.1; <= 0 turns it off).
     adaptive_weight: learn w(t) (True) or use w = 0.
     t_min: clip t to [t_min, pi/2] (the proposal already avoids 0; guards the jvp).
-    teacher_workdir, teacher_fn: sCD's teacher run and its F (set by the trainer);
-    init_from_teacher: start from the teacher's EMA weights (sCD, as in the paper).
+    teacher_fn: sCD's teacher F (set by `cmjax.run`). sCD's config section also holds
+      scd.teacher_workdir and scd.init_from_teacher (start from the teacher's EMA weights, as in
+      the paper), read by `cmjax.run` only.
   """
   p_mean: float = -1.0
   p_std: float = 1.4
@@ -49,13 +52,15 @@ class SCMObjective(ObjectiveBase):
   adaptive_weight: bool = True
   distill: bool = False
   t_min: float = 1e-4
-  teacher_workdir: str = ""
-  init_from_teacher: bool = True
   sigma_data: float = 0.5
-  sigma_min: float = 0.002
-  sigma_max: float = 80.0
   teacher_fn: Optional[Callable] = dataclasses.field(default=None, compare=False, repr=False)
-  parametrization = "trigflow"
+  family = TRIGFLOW_CONSISTENCY
+
+  def __post_init__(self):
+    require(self.p_std > 0, f"p_std must be positive, got {self.p_std}")
+    require(self.tangent_warmup_steps >= 0, f"tangent_warmup_steps must be >= 0, got "
+            f"{self.tangent_warmup_steps}")
+    require(0 < self.t_min < jnp.pi / 2, f"t_min must be in (0, pi/2), got {self.t_min}")
 
   @property
   def teacher_method(self):
@@ -98,3 +103,10 @@ class SCMObjective(ObjectiveBase):
     mse = jnp.sum(jnp.square(resid), axis=-1) / per_example_dims(x)
     loss, w = weighted_loss(extra.get("aux", {}), t, mse, self.adaptive_weight)
     return loss, {"t": t, "w": w, "mse": mse, "tangent_norm": g_norm}
+
+
+# sCT and sCD share the objective; sCD's section also holds its teacher settings (read by
+# `cmjax.run`).
+METHODS = {"sct": functools.partial(SCMObjective, distill=False),
+           "scd": functools.partial(SCMObjective, distill=True)}
+SETUP_FIELDS = {"scd": {"teacher_workdir": "", "init_from_teacher": True}}

@@ -14,8 +14,9 @@ import jax
 import jax.numpy as jnp
 
 from cmjax import schedules
+from cmjax.families.trigflow import TRIGFLOW_DIFFUSION
 from cmjax.objectives.adaptive_weight import init_adaptive_weight, weighted_loss
-from cmjax.objectives.common import ObjectiveBase, bcast, per_example_dims, per_example_normal, split_keys
+from cmjax.objectives.common import ObjectiveBase, require, bcast, per_example_dims, per_example_normal, split_keys
 
 Array = jax.Array
 
@@ -27,9 +28,10 @@ class TrigFlowObjective(ObjectiveBase):
   p_std: float = 1.4
   adaptive_weight: bool = True
   sigma_data: float = 0.5
-  sigma_min: float = 0.002
-  sigma_max: float = 80.0
-  parametrization = "trigflow"
+  family = TRIGFLOW_DIFFUSION
+
+  def __post_init__(self):
+    require(self.p_std > 0, f"p_std must be positive, got {self.p_std}")
 
   def init_aux(self, key: Array) -> dict:
     return init_adaptive_weight(key) if self.adaptive_weight else {}
@@ -51,3 +53,6 @@ class TrigFlowObjective(ObjectiveBase):
     mse = jnp.sum(jnp.square((F - v / sd).reshape(x.shape[0], -1)), axis=-1) / per_example_dims(x)
     loss, w = weighted_loss(extra.get("aux", {}), t, mse, self.adaptive_weight)
     return loss, {"t": t, "w": w, "mse": mse}
+
+
+METHODS = {"trigflow": TrigFlowObjective}

@@ -1,0 +1,192 @@
+"""The command line: `cmjax` (console script) and `python launch.py` are the same program.
+
+  cmjax --config digits_ect --workdir runs/digits_ect            # a packaged config by name
+  cmjax --config path/to/my_config.py:variant --workdir DIR       # or any config file
+  cmjax --config digits_ect --workdir DIR --mode sample --config.sample.sigmas="(80.0,0.821)"
+  cmjax --help                                                    # flags, modes, packaged configs
+
+Rerunning the same command resumes from DIR/checkpoints (and does nothing when the run is
+complete). Bad input (unknown config key or method, batch size not divisible by the device count,
+a workdir holding another config's checkpoint, ...) stops with one line `cmjax: error: ...` and
+exit code 2, before anything is compiled.
+
+Multi-host: run the same command on every host; JAX detects Cloud TPU pods and SLURM, otherwise
+add --coordinator_address=HOST:PORT --num_processes=N --process_id=I.
+"""
+from __future__ import annotations
+
+import ast
+import os
+import re
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+MODES = {
+    "train": "train (or resume), then evaluate; WORKDIR/summary.json",
+    "sample": "samples of a trained run with config.sample.* (any noise levels, the t_mid search)",
+    "edit": "zero-shot editing with config.edit.* (inpaint, colorize, superres, interpolate, sdedit)",
+    "eval": "digits-FD or 2-D metrics, precision/recall, FID with eval.fid_weights; WORKDIR/eval.json",
+    "trajectories": "toy2d_gmm8: exact PF-ODE trajectories and the model's f along them",
+}
+_MULTIHOST = {"coordinator_address": "Multi-host: host:port of process 0.",
+              "num_processes": "Multi-host: number of processes.",
+              "process_id": "Multi-host: this process's index."}
+
+
+def packaged_configs() -> list[str]:
+  """Names of the configs shipped in cmjax/configs (usable as --config NAME)."""
+  return sorted(f[:-3] for f in os.listdir(CONFIG_DIR)
+                if f.endswith(".py") and not f.startswith("_") and not f.endswith("_base.py"))
+
+
+def resolve_config_arg(value: str) -> str:
+  """--config NAME[:variant] -> the packaged file's path[:variant]; paths are left as they are."""
+  name, sep, variant = value.partition(":")
+  if os.sep in name or name.endswith(".py") or os.path.exists(name):
+    return value
+  path = os.path.join(CONFIG_DIR, name + ".py")
+  return path + sep + variant if os.path.isfile(path) else value
+
+
+def _resolve_argv(argv: list[str]) -> list[str]:
+  out, i = [], 0
+  while i < len(argv):
+    a = argv[i]
+    if a == "--config" and i + 1 < len(argv):
+      out += [a, resolve_config_arg(argv[i + 1])]
+      i += 2
+      continue
+    if a.startswith("--config="):
+      a = "--config=" + resolve_config_arg(a[len("--config="):])
+    out.append(a)
+    i += 1
+  return out
+
+
+def help_text() -> str:
+  """What --help prints: usage, flags, modes and the packaged configs."""
+  lines = [__doc__.strip(), "", "Flags:",
+           "  --config NAME[:variant] | FILE.py[:variant]   the run's config (required)",
+           "  --config.SECTION.FIELD=VALUE                  override one config field",
+           "  --workdir DIR                                 checkpoints, logs, samples (required)",
+           "  --mode MODE                                   one of the modes below (default train)"]
+  lines += [f"  --{k:<44}{v}" for k, v in _MULTIHOST.items()]
+  lines += ["", "Modes:"] + [f"  {k:<13} {v}" for k, v in MODES.items()]
+  lines += ["", "Packaged configs (variants such as ':smoke' are listed in each file):"]
+  names = packaged_configs()
+  lines += ["  " + ", ".join(names[i:i + 6]) for i in range(0, len(names), 6)]
+  lines += ["", "Config fields and their meaning: cmjax/config_base.py (docs/config.md)."]
+  return "\n".join(lines)
+
+
+def _parse(argv: list[str]):
+  """Parses argv with fresh flag values (so main() can be called repeatedly in one process)."""
+  fv = flags.FlagValues()
+  saved_argv, sys.argv = sys.argv, list(argv)  # config_flags reads sys.argv to define overrides
+  try:
+    config = config_flags.DEFINE_config_file("config", None, "Config file or name[:variant].",
+                                             flag_values=fv, lock_config=True)
+    workdir = flags.DEFINE_string("workdir", None, "Run directory.", flag_values=fv)
+    flags.DEFINE_enum("mode", "train", list(MODES), "What to do.", flag_values=fv)
+    flags.DEFINE_string("coordinator_address", None, _MULTIHOST["coordinator_address"], flag_values=fv)
+    flags.DEFINE_integer("num_processes", None, _MULTIHOST["num_processes"], flag_values=fv)
+    flags.DEFINE_integer("process_id", None, _MULTIHOST["process_id"], flag_values=fv)
+    fv(argv)
+    return config.value, workdir.value, fv.mode, (fv.coordinator_address, fv.num_processes,
+                                                  fv.process_id)
+  finally:
+    sys.argv = saved_argv
+
+
+def _fail(msg: str) -> int:
+  print(f"cmjax: error: {msg}", file=sys.stderr)
+  return 2
+
+
+def _last_line(e: BaseException) -> str:
+  """One line from an exception's message (config_flags wraps and repr()s the cause)."""
+  text = str(e).strip()
+  while text[:1] in ("'", '"'):  # a repr()'d message, possibly nested
+    try:
+      text = str(ast.literal_eval(text)).strip()
+    except (ValueError, SyntaxError):
+      break
+  lines = [line.strip() for line in text.splitlines() if line.strip()]
+  if not lines:
+    return type(e).__name__
+  if "Did you mean" in lines[-1] and len(lines) > 1:  # "'key'" then "Did you mean ...?"
+    return " ".join(lines[-2:])
+  return re.sub(r"^[A-Za-z]*Error: ", "", lines[-1])
+
+
+def _flag_error(e: BaseException) -> str:
+  msg = _last_line(e)
+  unknown = re.search(r"Unknown command line flag '([^']+)'", msg)
+  if unknown and unknown.group(1).startswith("config."):
+    return f"unknown config key '{unknown.group(1)[len('config.'):]}'"
+  if unknown:
+    return f"unknown flag '--{unknown.group(1)}' (see --help)"
+  if "Did you mean" in msg or isinstance(e, KeyError):
+    return "unknown config key " + msg
+  return msg
+
+
+def main(argv: list[str]) -> int:
+  """Parses flags from argv (argv[0] is the program name) and runs; returns the exit code."""
+  if any(a in ("--help", "-h", "--helpfull", "-help") for a in argv[1:]):
+    print(help_text())
+    return 0
+  argv = _resolve_argv(list(argv))
+  try:
+    config, workdir, mode, cluster = _parse(argv)
+    if config is not None:
+      if not hasattr(config, "to_dict"):
+        return _fail("the config file's get_config() returned "
+                     f"{type(config).__name__}, not a ConfigDict")
+      config.to_dict()  # a config file that failed to load raises here
+  except OSError as e:
+    return _fail(f"cannot load the config file: {_last_line(e)}")
+  except Exception as e:  # flags errors, unknown override keys, a bad variant or value
+    return _fail(_flag_error(e))
+  if config is None:
+    return _fail("--config is required, e.g. --config digits_ect (see --help)")
+  if not workdir:
+    return _fail("--workdir is required")
+
+  from cmjax import distributed
+  from cmjax.errors import CheckpointSaveError, ConfigError
+
+  try:
+    distributed.initialize(*cluster)  # before any other JAX call
+  except ValueError as e:
+    return _fail(str(e))
+  try:
+    if mode == "trajectories":
+      from cmjax.modes.trajectories import trajectories
+      trajectories(config, workdir)
+    elif mode == "sample":
+      from cmjax.modes.sample import sample
+      sample(config, workdir)
+    elif mode == "edit":
+      from cmjax.modes.edit import edit
+      edit(config, workdir)
+    elif mode == "eval":
+      from cmjax.modes.evaluate import evaluate
+      evaluate(config, workdir)
+    else:
+      from cmjax.trainer import train_and_evaluate
+      train_and_evaluate(config, workdir)
+  except ConfigError as e:
+    return _fail(str(e))
+  except (FloatingPointError, CheckpointSaveError) as e:  # the message names what is kept
+    print(f"cmjax: error: {e}", file=sys.stderr)
+    return 1
+  return 0
+
+
+def console_main() -> None:
+  """Entry point of the `cmjax` console script."""
+  sys.exit(main(sys.argv))

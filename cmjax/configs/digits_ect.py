@@ -1,0 +1,13 @@
+"""ECT from scratch on the embedded 8x8 digits: the default run (<= 15 min on a 2-core CPU).
+
+  python launch.py --config configs/digits_ect.py --workdir runs/digits_ect
+Variants: ':smoke' (tiny model, a few steps; for tests).
+"""
+from cmjax.configs import digits_base
+
+
+def get_config(variant: str = ""):
+  c = digits_base.get_config("ect", variant, num_steps=1800)
+  # From scratch: stage 0 is pure denoising (a0 = 0), then decay 1/2^stage every 300 steps.
+  c.ect.update(q=2.0, stage_steps=2 if variant == "smoke" else 300, initial_exponent=0)
+  return c
