@@ -11,7 +11,11 @@ a workdir holding another config's checkpoint, ...) stops with one line `cmjax: 
 exit code 2, before anything is compiled.
 
 Multi-host: run the same command on every host; JAX detects Cloud TPU pods and SLURM, otherwise
-add --coordinator_address=HOST:PORT --num_processes=N --process_id=I.
+add --coordinator_address=HOST:PORT --num_processes=N --process_id=I (--init_timeout=SECONDS:
+how long the processes wait for each other at start-up, default 300).
+
+Every failure is one line `cmjax: error: ...` (docs/faults.md): exit 2 for bad input, 1 for a
+run-time failure, 130 for Ctrl-C; never a Python traceback on the terminal.
 """
 from __future__ import annotations
 
@@ -33,7 +37,8 @@ MODES = {
 }
 _MULTIHOST = {"coordinator_address": "Multi-host: host:port of process 0.",
               "num_processes": "Multi-host: number of processes.",
-              "process_id": "Multi-host: this process's index."}
+              "process_id": "Multi-host: this process's index.",
+              "init_timeout": "Multi-host: seconds to wait for all processes at start-up."}
 
 
 def packaged_configs() -> list[str]:
@@ -94,11 +99,31 @@ def _parse(argv: list[str]):
     flags.DEFINE_string("coordinator_address", None, _MULTIHOST["coordinator_address"], flag_values=fv)
     flags.DEFINE_integer("num_processes", None, _MULTIHOST["num_processes"], flag_values=fv)
     flags.DEFINE_integer("process_id", None, _MULTIHOST["process_id"], flag_values=fv)
+    flags.DEFINE_integer("init_timeout", 300, _MULTIHOST["init_timeout"], lower_bound=1,
+                         flag_values=fv)
     fv(argv)
     return config.value, workdir.value, fv.mode, (fv.coordinator_address, fv.num_processes,
-                                                  fv.process_id)
+                                                  fv.process_id, fv.init_timeout)
   finally:
     sys.argv = saved_argv
+
+
+def configure_compile_cache(setting: str):
+  """train.compile_cache: JAX's persistent compilation cache, so a resumed or repeated run loads
+  its compiled step instead of compiling it again. 'auto' = $CMJAX_COMPILE_CACHE or
+  ~/.cache/cmjax/xla; '' = off. A cache JAX already has (the tests', a user's) is kept.
+  Returns the directory in use (None: off)."""
+  import jax
+
+  current = jax.config.jax_compilation_cache_dir
+  if current or not setting:
+    return current or None
+  path = setting
+  if setting == "auto":
+    path = os.environ.get("CMJAX_COMPILE_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "cmjax", "xla")
+  jax.config.update("jax_compilation_cache_dir", path)
+  return path
 
 
 def _fail(msg: str) -> int:
@@ -134,8 +159,113 @@ def _flag_error(e: BaseException) -> str:
   return msg
 
 
-def main(argv: list[str]) -> int:
-  """Parses flags from argv (argv[0] is the program name) and runs; returns the exit code."""
+_VIRTUAL_FS = ("/proc", "/sys", "/dev")
+
+
+def check_workdir(workdir: str, mode: str) -> None:
+  """Raises ConfigError (one line) for a WORKDIR that cannot hold a run: a regular file, a path
+  below a regular file, a path on a virtual file system (/proc, /sys, /dev), or (for training) a
+  path whose nearest existing folder is not writable. Creates nothing."""
+  from cmjax.errors import ConfigError
+  path = os.path.realpath(os.path.abspath(workdir))
+  for root in _VIRTUAL_FS:
+    if path == root or path.startswith(root + os.sep):
+      raise ConfigError(f"--workdir {workdir} is on the virtual file system {root}; choose a "
+                        f"folder on a disk")
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ConfigError(f"--workdir {workdir} is a file, not a folder; choose another --workdir")
+  parent = path
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise ConfigError(f"--workdir {workdir} lies below the file {parent}; choose another --workdir")
+  if mode == "train" and not os.access(parent, os.W_OK | os.X_OK):
+    raise ConfigError(f"--workdir {workdir}: the folder {parent} is not writable")
+
+
+class _OrbaxErrorFilter:
+  """A logging filter that drops the ERROR records Orbax and absl log while a checkpoint save
+  fails (hundreds of lines of tracebacks, once per background thread): the failure surfaces as
+  one CheckpointSaveError line instead. Warnings and other loggers are untouched."""
+
+  def filter(self, record) -> bool:
+    if record.levelno < 40:
+      return True
+    where = (record.name or "") + " " + (getattr(record, "pathname", "") or "")
+    return not any(k in where for k in ("orbax", "tensorstore", "absl"))
+
+
+def _quiet_orbax_errors():
+  """Installs `_OrbaxErrorFilter` on the root and absl handlers (idempotent); returns an undo."""
+  import logging
+  filt = _OrbaxErrorFilter()
+  handlers = list(logging.getLogger().handlers)
+  try:
+    from absl import logging as absl_logging
+    handlers.append(absl_logging.get_absl_handler())
+  except Exception:  # noqa: BLE001 - absl is a dependency of ml_collections; best effort
+    pass
+  loggers = [logging.getLogger(n) for n in ("absl", "orbax", "orbax.checkpoint")]
+  for h in handlers + loggers:
+    h.addFilter(filt)
+
+  def undo():
+    for h in handlers + loggers:
+      h.removeFilter(filt)
+  return undo
+
+
+def _save_traceback(workdir: str | None) -> str:
+  """Writes the current exception's traceback to WORKDIR/cmjax_error.txt (or a temporary file
+  when the workdir cannot be written); returns the path."""
+  import tempfile
+  import traceback
+  text = traceback.format_exc()
+  if workdir and os.path.isdir(workdir):
+    path = os.path.join(workdir, "cmjax_error.txt")
+    try:
+      with open(path, "w") as f:
+        f.write(text)
+      return path
+    except OSError:
+      pass
+  fd, path = tempfile.mkstemp(prefix="cmjax_error_", suffix=".txt")
+  with os.fdopen(fd, "w") as f:
+    f.write(text)
+  return path
+
+
+def main(argv: list[str], *, hard_exit_on_interrupt: bool | None = None) -> int:
+  """Parses flags from argv (argv[0] is the program name) and runs; returns the exit code.
+
+  Exit codes: 0 done; 2 bad input (one line `cmjax: error: ...`, before compiling where it can be
+  seen that early); 1 a run-time failure (a failed save, a non-finite loss, an unexpected error:
+  one line, the traceback saved to a file it names); 130 interrupted by Ctrl-C (one line). After
+  Ctrl-C the process leaves with os._exit (no interpreter teardown, which can crash while XLA
+  threads are compiling) when `hard_exit_on_interrupt` is true; None means "when argv is
+  sys.argv" (launch.py and the console script; in-process callers get 130 back)."""
+  if hard_exit_on_interrupt is None:
+    hard_exit_on_interrupt = argv is sys.argv
+  workdir = [None]
+  try:
+    return _main(argv, workdir)
+  except KeyboardInterrupt:
+    print("cmjax: error: interrupted (Ctrl-C); checkpoints already written are kept, rerun the "
+          "same command to resume", file=sys.stderr)
+    if hard_exit_on_interrupt:
+      sys.stdout.flush()
+      sys.stderr.flush()
+      os._exit(130)
+    return 130
+  except Exception as e:  # noqa: BLE001 - the last net: one line, the traceback in a file
+    where = _save_traceback(workdir[0])
+    msg = " ".join(str(e).split())[:300]
+    print(f"cmjax: error: unexpected {type(e).__name__}: {msg} (the traceback is in {where}; "
+          f"please report it)", file=sys.stderr)
+    return 1
+
+
+def _main(argv: list[str], workdir_out: list) -> int:
   if any(a in ("--help", "-h", "--helpfull", "-help") for a in argv[1:]):
     print(help_text())
     return 0
@@ -156,13 +286,22 @@ def main(argv: list[str]) -> int:
   if not workdir:
     return _fail("--workdir is required")
 
-  from cmjax import distributed
   from cmjax.errors import CheckpointSaveError, ConfigError
+  try:
+    check_workdir(workdir, mode)
+  except ConfigError as e:
+    return _fail(str(e))
+  workdir_out[0] = os.path.abspath(workdir)
 
+  from cmjax import distributed
   try:
     distributed.initialize(*cluster)  # before any other JAX call
   except ValueError as e:
     return _fail(str(e))
+  except distributed.InitializationError as e:
+    print(f"cmjax: error: {e}", file=sys.stderr)
+    return 1
+  undo = _quiet_orbax_errors()
   try:
     if mode == "trajectories":
       from cmjax.modes.trajectories import trajectories
@@ -184,6 +323,8 @@ def main(argv: list[str]) -> int:
   except (FloatingPointError, CheckpointSaveError) as e:  # the message names what is kept
     print(f"cmjax: error: {e}", file=sys.stderr)
     return 1
+  finally:
+    undo()
   return 0
 
 

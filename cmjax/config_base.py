@@ -62,6 +62,13 @@ train.grad_accum         micro-batches per step (gradients averaged; the update 
 train.skip_nonfinite     a non-finite loss/gradient skips the update and is counted (default: stop)
 train.force_lock         take over WORKDIR/.lock even when another live launch holds it (one writer per
                          workdir: a second launch on the same workdir stops with one line)
+train.preempt_check_every  several processes: agree on a preemption signal every this many steps (one
+                         small all-gather then; one process checks every step without a collective)
+train.profile_steps      'A:B': write a jax.profiler trace of steps A..B-1 to WORKDIR/profile
+                         (TensorBoard's profile plugin or Perfetto read it); '' = none
+train.compile_cache      JAX's persistent compilation cache for runs: 'auto' (~/.cache/cmjax/xla, or
+                         $CMJAX_COMPILE_CACHE), a directory, or '' (off); a resume then skips the
+                         recompile (unless JAX's cache is already configured, e.g. by the tests)
 train.ema_warmup         EMA decay min(ema_rate, (1+step)/(10+step)) (for runs from scratch)
 train.log_every          steps between TensorBoard scalar writes
 train.checkpoint_every   steps between checkpoints (one is also written at the end)
@@ -108,7 +115,8 @@ from cmjax.objectives import OBJECTIVES, objective_fields
 RESUMABLE_SECTIONS = ("eval", "sample", "edit")
 # train.* fields that set the run's length and reporting, not what one step computes.
 RESUMABLE_TRAIN_FIELDS = ("num_steps", "duration_kimg", "sharding", "log_every", "checkpoint_every",
-                          "keep_checkpoints", "sample_every", "force_lock")
+                          "keep_checkpoints", "sample_every", "force_lock", "preempt_check_every",
+                          "profile_steps", "compile_cache")
 
 
 def is_resumable(key: str) -> bool:
@@ -134,7 +142,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.train = ml_collections.ConfigDict(dict(
       sharding="data", batch_size=128, num_steps=200_000, duration_kimg=0.0, ema_rate=0.9999,
       ema_halflife_kimg=0.0, ema_rampup_ratio=0.0, ema_warmup=False, init_workdir="", init_from="", precision="fp32", grad_accum=1,
-      skip_nonfinite=False, force_lock=False, log_every=50, checkpoint_every=1000, keep_checkpoints=3,
+      skip_nonfinite=False, force_lock=False, preempt_check_every=10, profile_steps="",
+      compile_cache="auto", log_every=50, checkpoint_every=1000, keep_checkpoints=3,
       sample_every=0))
   c.eval = ml_collections.ConfigDict(dict(
       num_samples=2048, batch_size=512, t_mid=0.821, grid_rows=10, ode_steps=18, ode_solver="heun",

@@ -8,7 +8,8 @@ from typing import Any, Callable
 import ml_collections
 
 from cmjax import config_base
-from cmjax.data import DATASETS, check_data_config, data_kind, num_classes as data_num_classes
+from cmjax.data import (DATASETS, check_data_config, data_kind, image_shape,
+                        num_classes as data_num_classes)
 from cmjax.errors import ConfigError  # noqa: F401 - re-exported
 from cmjax.models import MODELS, model_fields
 from cmjax.objectives import OBJECTIVES, build_objective
@@ -81,11 +82,22 @@ def validate_config(config, num_devices: int) -> None:
   need(tr.checkpoint_every > 0, f"train.checkpoint_every must be positive, got {tr.checkpoint_every}")
   need(tr.log_every > 0, f"train.log_every must be positive, got {tr.log_every}")
   need(tr.keep_checkpoints >= 1, f"train.keep_checkpoints must be >= 1, got {tr.keep_checkpoints}")
+  need(tr.preempt_check_every >= 1, f"train.preempt_check_every must be >= 1, got {tr.preempt_check_every}")
+  if tr.profile_steps:
+    a, sep, b = str(tr.profile_steps).partition(":")
+    need(bool(sep) and a.isdigit() and b.isdigit() and int(a) < int(b),
+         f"train.profile_steps must be 'A:B' with 0 <= A < B (steps A..B-1 are traced), got "
+         f"{tr.profile_steps!r}")
   kind = data_kind(config)
   if kind == "points":
     need(ev.num_samples >= 256, f"eval.num_samples must be >= 256 for the 2-D metrics, got {ev.num_samples}")
   elif config.data.name == "digits":
     need(ev.num_samples >= 1000, f"eval.num_samples must be >= 1000 for digits-FD, got {ev.num_samples}")
+  need(ev.grid_rows >= 1, f"eval.grid_rows must be >= 1, got {ev.grid_rows}")
+  if config.data.name == "digits":  # its pictures show grid_rows^2 of the eval.num_samples samples
+    need(ev.grid_rows ** 2 <= ev.num_samples, f"eval.grid_rows={ev.grid_rows} needs "
+         f"{ev.grid_rows ** 2} samples but a run makes eval.num_samples={ev.num_samples}; lower "
+         f"eval.grid_rows (at most {int(ev.num_samples ** 0.5)}) or raise eval.num_samples")
   check_data_config(config)
   need(0 < pa.sigma_min < pa.sigma_max, f"need 0 < param.sigma_min < param.sigma_max, got "
        f"{pa.sigma_min}, {pa.sigma_max}")
@@ -111,9 +123,28 @@ def _check_model(config, need) -> None:
          f"model.channels {m.channels} must be a positive multiple of model.groups {m.groups}")
   need(m.name == "mlp" or data_kind(config) != "points",
        f"data {config.data.name} is 2-D points: it needs model.name='mlp', not {m.name!r}")
+  if m.name in _UNETS and data_kind(config) == "images":
+    mult = tuple(m.channel_mult)
+    h, w = image_shape(config)[:2]
+    need(len(mult) >= 1, f"model.channel_mult is empty; {m.name} needs at least one level")
+    f = 2 ** (len(mult) - 1)  # every level but the first halves the resolution
+    need(h % f == 0 and w % f == 0, f"model.channel_mult={mult} has {len(mult)} levels: {m.name} "
+         f"halves the resolution {len(mult) - 1} times, but {config.data.name}'s {h}x{w} is not "
+         f"divisible by {f}; use at most {_max_levels(h, w)} levels")
   if m.name == "mlp":
     need(m.hidden > 0 and m.depth >= 1, f"model.hidden and model.depth must be positive, got "
          f"{m.hidden}, {m.depth}")
+
+
+_UNETS = ("unet", "song_unet", "adm", "edm2")  # U-Nets: each channel_mult level past the first downsamples
+
+
+def _max_levels(h: int, w: int) -> int:
+  """The most U-Net levels an h x w image allows (halving while both sides stay integers)."""
+  n = 1
+  while h % 2 == 0 and w % 2 == 0 and h > 1 and w > 1:
+    h, w, n = h // 2, w // 2, n + 1
+  return n
 
 
 def _check_setup(config, need) -> None:
@@ -125,6 +156,9 @@ def _check_setup(config, need) -> None:
     need(bool(s.lpips_weights), f"{method}.distance is 'lpips' but {method}.lpips_weights is empty "
          f"(convert weights with scripts/convert_lpips_weights.py)")
     need(os.path.isfile(s.lpips_weights), f"{method}.lpips_weights: no such file {s.lpips_weights!r}")
+    if s.lpips_weights.endswith(".npz"):  # truncated / corrupt: one line before compiling
+      from cmjax.param_files import read_npz
+      read_npz(s.lpips_weights, f"{method}.lpips_weights")
   need(not (config.train.init_workdir and config.train.init_from), "train.init_workdir and "
        "train.init_from both set the initial weights; choose one")
   if s.get("teacher_file"):

@@ -18,8 +18,9 @@ import numpy as np
 class PreemptionGuard:
   """Context manager that records SIGTERM/SIGINT instead of dying (main thread only)."""
 
-  def __init__(self, signals=(signal.SIGTERM, signal.SIGINT)):
+  def __init__(self, signals=(signal.SIGTERM, signal.SIGINT), check_every: int = 10):
     self.signals = tuple(signals)
+    self.check_every = max(1, int(check_every))
     self.received: int | None = None
     self._previous = {}
 
@@ -46,10 +47,17 @@ class PreemptionGuard:
   def signal_name(self) -> str:
     return signal.Signals(self.received).name if self.received is not None else ""
 
-  def should_stop(self) -> bool:
-    """True once any process received a signal (all processes agree, so they stop together)."""
+  def should_stop(self, step: int = 0) -> bool:
+    """True once any process received a signal (all processes agree, so they stop together).
+
+    One process: checked at every step, no collective. Several: the processes exchange their
+    flags only at steps that are multiples of `check_every` (the same steps on every process, so
+    they still agree), so the check costs one small all-gather every `check_every` steps, not
+    one per step; a signal is acted on at most `check_every - 1` steps late."""
     local = self.received is not None
     if jax.process_count() == 1:
       return local
+    if step % self.check_every:
+      return False
     flags = multihost_utils.process_allgather(np.asarray([local]))
     return bool(np.any(flags))

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from cmjax import checkpointing, parallel
 from cmjax.config_validation import check_resume_compatible, config_to_json_dict
+from cmjax.errors import ConfigError
 from cmjax.evaluation.run_eval import evaluate, save_samples_picture
 from cmjax.preemption import PreemptionGuard
 from cmjax.run import Run, stream_key
@@ -49,6 +50,21 @@ def train_and_evaluate(config, workdir: str) -> dict:
       ckpt.close()
 
 
+def _read_summary(path: str) -> dict:
+  """WORKDIR/summary.json as a dict; ConfigError (one line) when it is not a JSON object (a
+  hand-edited or foreign file: never overwritten, the user decides)."""
+  what = (f"{path} is not a summary written by cmjax ({{}}); move it away and rerun to "
+          f"evaluate again (nothing was changed)")
+  try:
+    with open(path) as f:
+      out = json.load(f)
+  except (OSError, UnicodeDecodeError, ValueError) as e:
+    raise ConfigError(what.format(f"{type(e).__name__}: {' '.join(str(e).split())[:120]}")) from None
+  if not isinstance(out, dict):
+    raise ConfigError(what.format(f"it holds a JSON {type(out).__name__}, not an object"))
+  return out
+
+
 def _resume_train_evaluate(run: Run, ckpt, workdir: str, is_main: bool) -> dict:
   config = run.config
   cfg_json = config_to_json_dict(config)
@@ -56,11 +72,11 @@ def _resume_train_evaluate(run: Run, ckpt, workdir: str, is_main: bool) -> dict:
   summary_path = os.path.join(workdir, "summary.json")
   num_steps = run.num_steps
   latest = ckpt.latest_step()
-  if latest is not None and latest >= num_steps and os.path.exists(summary_path):
+  summary_ok = os.path.exists(summary_path) and _read_summary(summary_path) is not None
+  if latest is not None and latest >= num_steps and summary_ok:
     check(ckpt.read_config(latest))
     print(f"cmjax: training in {workdir} is already complete ({latest} steps); nothing to do.")
-    with open(summary_path) as f:
-      return json.load(f)
+    return _read_summary(summary_path)
 
   target = checkpointing.abstract_with_shardings(run.abstract_state, run.state_sharding)
   found = ckpt.restore_newest(target, check) if latest is not None else None
@@ -119,10 +135,12 @@ def _train_loop(run: Run, state, meta: dict, ckpt, writer, cfg_json: dict, workd
   skipped = [int(meta.get("nonfinite_skipped", 0))]
   if start >= num_steps:
     return state, prior_seconds, 0.0, skipped[0], {}
-  position = int(meta.get("data_position", start))
+  raw = meta.get("data_position", start)
+  position = raw if isinstance(raw, int) and not isinstance(raw, bool) else None
   if position != start:
-    raise RuntimeError(f"checkpoint {start} records data position {position}, not {start}: "
-                       f"the data stream does not match the step")
+    raise ConfigError(f"checkpoint {start} in {ckpt.directory} records data position {raw!r}, "
+                      f"not {start}: its meta was changed (the data stream would not match the "
+                      f"step); restore the original meta or use a new --workdir")
   source = run.source(jax.process_index(), jax.process_count())
   train_key = jax.jit(lambda: stream_key(config.seed, "train"),  # a global (multi-host) array
                       out_shardings=parallel.replicated(run.mesh))()
@@ -153,12 +171,21 @@ def _steps(run: Run, state, step_fn, batches, train_key, start: int, prior_secon
   t_last, n_last = t_loop, start
   pending = None  # metrics are fetched one step late, so logging never stalls the device
   with tqdm(total=num_steps, initial=start, desc="train", disable=not is_main,
-            dynamic_ncols=True, mininterval=1.0) as pbar, PreemptionGuard() as guard:
+            dynamic_ncols=True, mininterval=1.0) as pbar, \
+      PreemptionGuard(check_every=config.train.preempt_check_every) as guard:
     report = lambda done, metrics: _report(done, metrics, writer, pbar, live, skipped, num_steps,
                                            config, ckpt)
+    profile = profile_range(config.train.profile_steps)
     for step in range(start, num_steps):
+      if profile and step == profile[0]:
+        jax.profiler.start_trace(os.path.join(workdir, "profile"))
       batch = run.device_batch(next(batches))
       state, metrics = step_fn(state, batch, train_key)
+      if profile and step + 1 == profile[1]:
+        jax.block_until_ready(state)
+        jax.profiler.stop_trace()
+        print(f"cmjax: wrote a profiler trace of steps {profile[0]}..{profile[1] - 1} to "
+              f"{os.path.join(workdir, 'profile')}")
       if pending is not None:
         report(*pending)
       pending = (step + 1, metrics)
@@ -170,7 +197,7 @@ def _steps(run: Run, state, step_fn, batches, train_key, start: int, prior_secon
         t_last, n_last = now, done
         live["img_s"] = f"{ips:.0f}"
         writer.scalars(done, {"perf/img_per_sec": ips})
-      stop = guard.should_stop()
+      stop = guard.should_stop(done)
       if done % config.train.checkpoint_every == 0 or done == num_steps or stop:
         report(*pending)  # never checkpoint a state whose step was not finite
         pending = None
@@ -188,6 +215,14 @@ def _steps(run: Run, state, step_fn, batches, train_key, start: int, prior_secon
     if pending is not None:
       report(*pending)
   return state, elapsed()
+
+
+def profile_range(spec: str):
+  """'A:B' -> (A, B) (steps A..B-1 traced), '' -> None (see train.profile_steps)."""
+  if not spec:
+    return None
+  a, _, b = str(spec).partition(":")
+  return int(a), int(b)
 
 
 def _report(done: int, metrics, writer, pbar, live: dict, skipped: list, num_steps: int, config,

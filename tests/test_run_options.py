@@ -1,0 +1,58 @@
+"""Run options for pods and profiling: the preemption check's interval (no collective per step),
+train.profile_steps (a profiler trace on disk), the persistent compilation cache for runs."""
+import glob
+
+import jax
+import numpy as np
+import pytest
+
+import launch
+from cmjax import preemption
+from cmjax.cli import configure_compile_cache
+
+SMOKE = ["launch.py", "--config", "digits_ect:smoke"]
+
+
+def test_preemption_check_gathers_only_every_n_steps(monkeypatch):
+  calls = []
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  monkeypatch.setattr(preemption.multihost_utils, "process_allgather",
+                      lambda a: calls.append(1) or np.asarray([[False], [bool(a[0])]]))
+  guard = preemption.PreemptionGuard(check_every=10)
+  assert [guard.should_stop(s) for s in range(1, 31)] == [False] * 30
+  assert len(calls) == 3  # steps 10, 20, 30 only
+  guard.received = 15  # a signal on this process: acted on at the next multiple of 10
+  assert not guard.should_stop(31) and guard.should_stop(40) and len(calls) == 4
+
+
+def test_one_process_checks_every_step_without_a_collective(monkeypatch):
+  monkeypatch.setattr(preemption.multihost_utils, "process_allgather",
+                      lambda a: pytest.fail("no collective on one process"))
+  guard = preemption.PreemptionGuard(check_every=10)
+  assert not guard.should_stop(3)
+  guard.received = 15
+  assert guard.should_stop(3)
+
+
+def test_compile_cache_keeps_a_configured_cache_and_can_be_set(tmp_path):
+  current = jax.config.jax_compilation_cache_dir  # the tests' cache (conftest)
+  assert configure_compile_cache("auto") == current
+  try:
+    jax.config.update("jax_compilation_cache_dir", None)
+    assert configure_compile_cache("") is None and jax.config.jax_compilation_cache_dir is None
+    assert configure_compile_cache(str(tmp_path)) == str(tmp_path)
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path)
+  finally:
+    jax.config.update("jax_compilation_cache_dir", current)
+
+
+def test_bad_profile_steps_is_one_line(tmp_path, capsys):
+  assert launch.main(SMOKE + ["--config.train.profile_steps=3", "--workdir", str(tmp_path)]) == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert len(err) == 1 and "train.profile_steps must be 'A:B'" in err[0]
+
+
+@pytest.mark.slow
+def test_profile_steps_write_a_trace(tmp_path):
+  assert launch.main(SMOKE + ["--config.train.profile_steps=1:3", "--workdir", str(tmp_path)]) == 0
+  assert glob.glob(str(tmp_path / "profile" / "**" / "*.xplane.pb"), recursive=True)
