@@ -22,7 +22,9 @@ from __future__ import annotations
 import ast
 import os
 import re
+import signal
 import sys
+import threading
 
 from absl import flags
 from ml_collections import config_flags
@@ -247,22 +249,37 @@ def main(argv: list[str], *, hard_exit_on_interrupt: bool | None = None) -> int:
   if hard_exit_on_interrupt is None:
     hard_exit_on_interrupt = argv is sys.argv
   workdir = [None]
+  previous = None
+  if hard_exit_on_interrupt and threading.current_thread() is threading.main_thread():
+    # Python's own handler raises KeyboardInterrupt wherever the interpreter is, e.g. inside a
+    # gc callback of XLA's, where it is swallowed and the run goes on; exit at once instead.
+    # The training loop's PreemptionGuard replaces this handler while steps run (it saves first).
+    previous = signal.signal(signal.SIGINT, lambda *_: _interrupted(True))
   try:
     return _main(argv, workdir)
   except KeyboardInterrupt:
-    print("cmjax: error: interrupted (Ctrl-C); checkpoints already written are kept, rerun the "
-          "same command to resume", file=sys.stderr)
-    if hard_exit_on_interrupt:
-      sys.stdout.flush()
-      sys.stderr.flush()
-      os._exit(130)
-    return 130
+    return _interrupted(hard_exit_on_interrupt)
   except Exception as e:  # noqa: BLE001 - the last net: one line, the traceback in a file
     where = _save_traceback(workdir[0])
     msg = " ".join(str(e).split())[:300]
     print(f"cmjax: error: unexpected {type(e).__name__}: {msg} (the traceback is in {where}; "
           f"please report it)", file=sys.stderr)
     return 1
+  finally:
+    if previous is not None:
+      signal.signal(signal.SIGINT, previous)
+
+
+def _interrupted(hard_exit: bool) -> int:
+  """Ctrl-C: one line; with hard_exit the process ends here with status 130 (os._exit: no
+  interpreter teardown, which can crash while XLA threads compile)."""
+  print("cmjax: error: interrupted (Ctrl-C); checkpoints already written are kept, rerun the "
+        "same command to resume", file=sys.stderr)
+  if hard_exit:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
+  return 130
 
 
 def _main(argv: list[str], workdir_out: list) -> int:

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 from cmjax.arrays import repeat_grayscale  # noqa: F401 - part of this module's API
 import numpy as np
 
-from cmjax.param_files import checked_params, flatten_params
+from cmjax.param_files import checked_params, flatten_params, read_npz
 
 from cmjax.distances import safe_sqrt
 
@@ -154,8 +154,7 @@ def param_shapes() -> dict[str, tuple[int, ...]]:
 
 def _read_arrays(path: str) -> dict[str, np.ndarray]:
   if path.endswith(".npz"):
-    with np.load(path, allow_pickle=False) as data:
-      return {k: data[k] for k in data.files}
+    return read_npz(path, "LPIPS weights")
   if path.endswith(".safetensors"):
     try:
       from safetensors.numpy import load_file

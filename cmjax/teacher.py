@@ -50,21 +50,47 @@ def _restore_run(workdir: str, what: str, field: str, mesh):
     step = ck.latest_step()
     if step is None:
       raise ConfigError(f"{what} checkpoint not found: no complete checkpoint in {ckpt_dir}")
-    tcfg = saved_config(ck.read_config(step))
+    try:
+      tcfg = saved_config(ck.read_config(step))
+    except Exception as e:  # noqa: BLE001 - a missing or damaged config item
+      raise ConfigError(_unreadable(what, step, ckpt_dir, field, e)) from None
     model = build_model(tcfg.model)
     t_obj = build_objective(tcfg)
     optimizer = build_optimizer(tcfg.optim)
     shape = image_shape(tcfg)
-    abstract = jax.eval_shape(lambda k: init_train_state(model, optimizer, k, shape, t_obj,
-                                                         num_classes=num_classes(tcfg.model),
-                                                         num_times=t_obj.family.num_times),
-                              jax.random.key(0))
+    # A run that itself holds frozen parameters (a CD student's teacher, LPIPS) saved them in its
+    # state: restore into their saved shapes (read from the metadata), keep only the EMA params.
+    frozen = {}
+    for name in ("teacher_params", "distance_params"):
+      try:
+        frozen[name] = ck.saved_shapes(step, name)
+      except (KeyError, TypeError):
+        frozen[name] = None
+      except Exception as e:  # noqa: BLE001 - unreadable metadata
+        raise ConfigError(_unreadable(what, step, ckpt_dir, field, e)) from None
+    init = lambda k, tp, dp: init_train_state(model, optimizer, k, shape, t_obj,  # noqa: E731
+                                              teacher_params=tp, distance_params=dp,
+                                              num_classes=num_classes(tcfg.model),
+                                              num_times=t_obj.family.num_times)
+    abstract = jax.eval_shape(init, jax.random.key(0), frozen["teacher_params"],
+                              frozen["distance_params"])
     rep = replicated(mesh)
     target = checkpointing.abstract_with_shardings(abstract, jax.tree.map(lambda _: rep, abstract))
-    state, _ = ck.restore(step, target)
+    try:
+      state, _ = ck.restore(step, target)
+    except ConfigError:  # a checksum or structure mismatch names itself
+      raise
+    except Exception as e:  # noqa: BLE001 - truncated or missing files
+      raise ConfigError(_unreadable(what, step, ckpt_dir, field, e)) from None
   finally:
     ck.close()
   return tcfg, state.ema_params, int(step), model, t_obj
+
+
+def _unreadable(what: str, step: int, ckpt_dir: str, field: str, e: Exception) -> str:
+  """The one line for a checkpoint of another run that cannot be read (it is never moved)."""
+  return (f"{what} checkpoint {step} in {ckpt_dir} cannot be read ({type(e).__name__}: "
+          f"{' '.join(str(e).split())[:150]}); nothing was changed ({field})")
 
 
 def _check_same(tcfg, config, keys, what: str, workdir: str) -> None:

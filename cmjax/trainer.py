@@ -39,6 +39,8 @@ def _sample_grids(run: Run, params, workdir: str, tag: str, is_main: bool) -> No
 def train_and_evaluate(config, workdir: str) -> dict:
   """Trains (or resumes) the run in `workdir`, then evaluates; returns the summary dict."""
   workdir = os.path.abspath(workdir)
+  if os.path.exists(os.path.join(workdir, "summary.json")):  # a foreign one: refused up front
+    _read_summary(os.path.join(workdir, "summary.json"))
   run = Run(config)  # validates the config before anything is compiled
   is_main = jax.process_index() == 0
   with WorkdirLock(workdir, force=bool(config.train.force_lock)):  # one writer per workdir

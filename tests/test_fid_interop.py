@@ -250,7 +250,7 @@ def test_eval_config_check_reads_the_reference_before_compiling(tmp_path):
 
   bad, weights = str(tmp_path / "ref.npz"), str(tmp_path / "inception.npz")
   np.savez(bad, mu=np.zeros(3), sigma=np.zeros((3, 3)))
-  open(weights, "wb").close()  # only its existence is checked here
+  np.savez(weights, w=np.zeros(1))  # a readable .npz: its arrays are checked when loaded
   c = digits_ect.get_config("smoke")
   c.eval.fid_weights, c.eval.fid_reference = weights, bad
   from cmjax.modes.evaluate import check_eval_config

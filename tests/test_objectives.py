@@ -178,4 +178,5 @@ def test_trigflow_diffusion_target_is_the_velocity():
 
 
 def test_registry_names_every_method():
-  assert sorted(OBJECTIVES) == ["cd", "ct", "ect", "edm", "ict", "scd", "sct", "trigflow"]
+  assert sorted(OBJECTIVES) == ["cd", "ct", "ect", "edm", "fm", "ict", "meanflow", "scd", "sct",
+                                "shortcut", "trigflow"]

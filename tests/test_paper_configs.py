@@ -22,6 +22,9 @@ def test_full_config_validates(name, tmp_path):
       validate_config(c, 8)
     (tmp_path / "lpips.npz").write_bytes(b"")
     c[c.method].lpips_weights = str(tmp_path / "lpips.npz")
+    with pytest.raises(ConfigError, match="lpips_weights: .* not a readable .npz"):
+      validate_config(c, 8)  # a corrupt weights file is one line before anything compiles
+    np.savez(tmp_path / "lpips.npz", w=np.zeros(1))  # readable; its arrays are checked when loaded
   validate_config(c, 8)
   assert c.train.batch_size % 8 == 0
 

@@ -20,6 +20,7 @@ PAPER_CONFIGS = {  # name -> (method, extra variants)
     "cifar10_ect": ("ect", ("200k",)),
     "cifar10_ect_1hour": ("ect", ()),
     "cifar10_sct": ("sct", ()),
+    "cifar10_meanflow": ("meanflow", ("v0", "v0,smoke")),
     "imagenet64_ect": ("ect", ()),
     "imagenet64_ict": ("ict", ("deep",)),
 }

@@ -18,7 +18,8 @@ from conftest import ROOT
 
 # sliced Wasserstein-1 bound on 4,096 samples (exact samples score ~0.01; untrained ~0.6).
 SWD_BOUND = {"edm": 0.06, "trigflow": 0.06, "cd": 0.12, "scd": 0.12, "ct": 0.15, "ict": 0.12,
-             "ect": 0.15, "sct": 0.12, "fm": 0.06}
+             "ect": 0.15, "sct": 0.12, "fm": 0.06, "meanflow": 0.08,
+             "shortcut": 0.12}
 
 
 def _launch(tmp_path, method, *overrides):
@@ -79,8 +80,33 @@ def test_flow_matching_trains(tmp_path):
   _check("fm", summary, "ode")
 
 
+@pytest.mark.slow
+def test_meanflow_trains(tmp_path):
+  """MeanFlow: its 1-step samples cover the modes; summary.json reports the distance of u to the
+  exact average velocity per bucket of t - r (`cmjax.evaluation.flow_error`)."""
+  summary, _ = _launch(tmp_path, "meanflow")
+  _check("meanflow", summary)
+  for bucket in ("small", "medium", "large"):
+    assert 0 < summary[f"meanflow_error_{bucket}"] < 0.8, summary
+  assert summary["meanflow_error_large"] < 0.3, summary  # a zero u scores ~0.56 (test_meanflow.py)
+
+
+@pytest.mark.slow
+def test_shortcut_trains(tmp_path):
+  """Shortcut models: 1 step covers the modes; s is closer to the exact shortcut s* than the
+  untrained model (~0.89 / 0.76 / 0.57 per bucket of d) at small and medium d. Large d is reported,
+  not bounded: the model is trained only on the dyadic grid (d = 1 at t = 1, d = 1/2 at t = 1/2, 1)
+  and the bucket draws d and t off it (the run scores ~0.47 there)."""
+  summary, _ = _launch(tmp_path, "shortcut")
+  _check("shortcut", summary)
+  assert summary["modes_covered_2step"] == 1.0 and summary["swd_2step"] < SWD_BOUND["shortcut"], summary
+  assert summary["shortcut_error_small"] < 0.3 and summary["shortcut_error_medium"] < 0.45, summary
+  assert 0 < summary["shortcut_error_large"] < 0.8, summary
+
+
 @pytest.mark.parametrize("method,sampler", [("ct", "1step"), ("sct", "1step"), ("edm", "ode"),
-                                            ("trigflow", "ode"), ("fm", "ode")])
+                                            ("trigflow", "ode"), ("fm", "ode"),
+                                            ("meanflow", "1step"), ("shortcut", "1step")])
 def test_untrained_models_miss_the_bounds(method, sampler):
   """The same configs, untrained: the bounds above must not be met (else they prove nothing)."""
   import importlib

@@ -25,6 +25,7 @@ from cmjax.data.toy2d import sample_toy2d
 from cmjax.evaluation.consistency_error import consistency_errors
 from cmjax.evaluation.digits_classifier import digits_features
 from cmjax.evaluation.digits_fd import digits_fd, digits_fd_data_floor
+from cmjax.evaluation.flow_error import average_velocity_errors
 from cmjax.evaluation.precision_recall import precision_recall
 from cmjax.evaluation.toy2d_metrics import save_scatter_png, toy2d_metrics
 from cmjax.exact_gmm import gmm8
@@ -81,12 +82,20 @@ class PointsEvaluator:
     return float(toy2d_metrics(samples, self.name)["swd"])
 
   def run_metrics(self, family, model_fn, params) -> dict:
-    """consistency_error_{small,medium,large} on the 8 Gaussians (the exact f* is known)."""
+    """consistency_error_{small,medium,large} on the 8 Gaussians (the exact f* is known), and for
+    the mean_flow family meanflow_error_{small,medium,large} (`cmjax.evaluation.flow_error`; named
+    shortcut_error_* for method 'shortcut')."""
     if self.name != "gmm8":
       return {}
     c = self.config
     fn = family.consistency_fn(model_fn, c.param, c.eval.ode_steps)
-    return consistency_errors(fn, params, gmm8(), seed=c.seed)
+    out = consistency_errors(fn, params, gmm8(), seed=c.seed)
+    if family.name == "mean_flow":  # u against the exact average velocity u* per bucket of t - r
+      out.update(average_velocity_errors(model_fn, params, gmm8(), seed=c.seed))
+    if c.method == "shortcut":  # the same numbers, named by the shortcut's step size d = t - r
+      out.update({"shortcut_error" + k[len("meanflow_error"):]: out.pop(k)
+                  for k in [k for k in out if k.startswith("meanflow_error")]})
+    return out
 
   def save_picture(self, samples: np.ndarray, path: str, rows: int) -> None:
     ref = sample_toy2d(self.name, 4000, np.random.default_rng(12345))

@@ -48,7 +48,7 @@ import jax.numpy as jnp
 from cmjax.arrays import repeat_grayscale  # noqa: F401 - part of this module's API
 import numpy as np
 
-from cmjax.param_files import checked_params, flatten_params
+from cmjax.param_files import checked_params, flatten_params, read_npz
 
 Array = jax.Array
 
@@ -317,8 +317,7 @@ def load_inception_params(path: str | os.PathLike) -> dict:
   path = os.fspath(path)
   if not path.endswith(".npz"):
     raise ValueError(f"Inception weights must be an .npz (see scripts/convert_inception_weights.py), got {path}")
-  with np.load(path, allow_pickle=False) as data:
-    arrays = {k: data[k] for k in data.files}
+  arrays = read_npz(path, "Inception weights")
   expected = param_shapes()
   return checked_params(arrays, expected, path, "Inception")
 

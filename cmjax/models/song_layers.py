@@ -144,7 +144,6 @@ class Conv2d(nn.Module):
   fused_resample: bool = False
   init_gain: float = 1.0
   init_mode: str = "xavier_uniform"
-  norm_groups: int = 0
 
   def _conv(self, x: Array, w: Array, pad: int) -> Array:
     return jax.lax.conv_general_dilated(x, w.astype(x.dtype), (1, 1), [(pad, pad), (pad, pad)],
@@ -216,6 +215,7 @@ class UNetBlock(nn.Module):
   adaptive_scale: bool = False
   resample_proj: bool = True
   init_mode: str = "xavier_uniform"
+  norm_groups: int = 0
 
   @nn.compact
   def __call__(self, x: Array, emb: Array, train: bool) -> Array:

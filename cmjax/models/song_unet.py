@@ -138,18 +138,28 @@ class SongUNet(nn.Module):
     """(B,) ints or (B, label_dim) -> (B, label_dim) float32; None -> zeros."""
     return label_vectors(class_labels, batch, self.label_dim)
 
-  def _embedding(self, c_noise: Array, class_labels, augment_labels, batch: int,
-                 train: bool) -> Array:
-    """Noise (+ label, + augmentation) embedding -> (B, model_channels * channel_mult_emb)."""
+  def _time_embedding(self, c_noise: Array, batch: int) -> Array:
+    """One conditioning time -> (B, model_channels * channel_mult_noise), EDM's [sin, cos] order."""
     noise_ch = self.model_channels * self.channel_mult_noise
-    emb_ch = self.model_channels * self.channel_mult_emb
     c = jnp.broadcast_to(jnp.asarray(c_noise, jnp.float32), (batch,)) * self.noise_scale
     if self.embedding_type == "positional":
       emb = positional_embedding(c, noise_ch, endpoint=True)
     else:
       emb = fourier_embedding(c, noise_ch, self.fourier_scale, self.fourier_seed, self.fourier_freqs)
     half = noise_ch // 2
-    emb = jnp.concatenate([emb[:, half:], emb[:, :half]], axis=-1)  # EDM swaps to [sin, cos]
+    return jnp.concatenate([emb[:, half:], emb[:, :half]], axis=-1)  # EDM swaps to [sin, cos]
+
+  def _embedding(self, c_noise: Array, class_labels, augment_labels, batch: int,
+                 train: bool, c_noise_2: Optional[Array] = None) -> Array:
+    """Noise (+ second time, + label, + augmentation) embedding -> (B, model_channels *
+    channel_mult_emb). A second time (MeanFlow's t - r) is embedded the same way and concatenated,
+    as the MeanFlow authors' CIFAR-10 U-Net does, so the embedding is twice as wide before
+    map_layer0 (map_label / map_augment widen with it)."""
+    emb = self._time_embedding(c_noise, batch)
+    if c_noise_2 is not None:
+      emb = jnp.concatenate([emb, self._time_embedding(c_noise_2, batch)], axis=-1)
+    noise_ch = emb.shape[-1]
+    emb_ch = self.model_channels * self.channel_mult_emb
     if self.label_dim:
       labels = self._labels(class_labels, batch)
       if train and self.label_dropout:
@@ -176,14 +186,13 @@ class SongUNet(nn.Module):
                class_labels: Optional[Array] = None,
                augment_labels: Optional[Array] = None,
                c_noise_2: Optional[Array] = None) -> Array:
-    """x (B, H, H, C), c_noise (B,) or scalar -> (B, H, H, out_channels or C)."""
-    if c_noise_2 is not None:
-      raise ValueError(f"{type(self).__name__} takes one conditioning time; c_noise_2 was given")
+    """x (B, H, H, C), c_noise (B,) or scalar -> (B, H, H, out_channels or C); c_noise_2: an
+    optional second time (B,), embedded like c_noise (see `_embedding`)."""
     self._check(x)
     batch, size, c_img = x.shape[0], x.shape[1], x.shape[-1]
     c_out = self.out_channels or c_img
     mc, taps, last = self.model_channels, tuple(self.resample_filter), len(self.channel_mult) - 1
-    emb = self._embedding(c_noise, class_labels, augment_labels, batch, train)
+    emb = self._embedding(c_noise, class_labels, augment_labels, batch, train, c_noise_2)
     block = functools.partial(UNetBlock, dropout=self.dropout, skip_scale=math.sqrt(0.5),
                               eps=1e-6, resample_filter=taps)
     run = lambda h, **kw: block(**kw)(h, emb, train)  # noqa: E731

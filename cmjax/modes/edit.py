@@ -29,7 +29,11 @@ def parse_inputs(spec: str) -> list:
   spec = spec.strip()
   m = re.fullmatch(r"(\d+):(\d+)", spec)
   if m:
-    return list(range(int(m.group(1)), int(m.group(2))))
+    lo, hi = int(m.group(1)), int(m.group(2))
+    if hi <= lo:
+      raise ConfigError(f"edit.inputs={spec!r} is an empty range (start:stop needs stop > start, "
+                        f"e.g. '{lo}:{lo + 8}')")
+    return list(range(lo, hi))
   items = [v.strip() for v in spec.split(",") if v.strip()]
   if not items:
     raise ConfigError("edit.inputs is empty; give held-out indices ('0:16', '3,5') or image files")

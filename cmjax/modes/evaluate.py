@@ -48,6 +48,7 @@ each record reports their img/s.
 from __future__ import annotations
 
 import json
+import zipfile
 import os
 import time
 import zipfile
@@ -65,6 +66,7 @@ from cmjax.evaluation.inception import FEATURE_DIM, load_inception_params, make_
 from cmjax.evaluation.precision_recall import precision_recall
 from cmjax.images import to_uint8
 from cmjax.modes.common import inference_setup
+from cmjax.param_files import read_npz
 from cmjax.run_logging import write_json_atomic
 
 MAX_REFERENCE_FEATURES = 50_000  # kept in the reference .npz for precision/recall
@@ -84,6 +86,8 @@ def check_eval_config(config) -> None:
   if e.fid_num_samples < 2 or e.pr_k < 1:
     raise ConfigError(f"eval.fid_num_samples must be >= 2 and eval.pr_k >= 1 (got "
                       f"{e.fid_num_samples}, {e.pr_k})")
+  if e.fid_weights:  # a truncated or corrupt .npz: one line now, not after restoring
+    read_npz(e.fid_weights, "eval.fid_weights")
   if e.fid_weights and os.path.isfile(e.fid_reference):
     read_fid_reference(e.fid_reference)
 
@@ -333,19 +337,37 @@ def training_image_chunks(config, chunk: int = REFERENCE_CHUNK):
     yield np.repeat(x, 3, -1) if x.shape[-1] == 1 else x
 
 
+def read_eval_records(path: str) -> list:
+  """The records already in WORKDIR/eval.json ([] when there is none). ConfigError (one line)
+  when it is not a JSON list (a hand-edited or foreign file: never overwritten)."""
+  if not os.path.exists(path):
+    return []
+  what = f"{path} is not a list of eval records written by cmjax ({{}}); move it away and rerun"
+  try:
+    with open(path) as f:
+      old = json.load(f)
+  except (OSError, UnicodeDecodeError, ValueError) as err:
+    raise ConfigError(what.format(f"{type(err).__name__}: {' '.join(str(err).split())[:120]}")) from None
+  if not isinstance(old, list):
+    raise ConfigError(what.format(f"it holds a JSON {type(old).__name__}"))
+  return old
+
+
 def evaluate(config, workdir: str) -> list:
   """`--mode eval`; appends one record per sampler to WORKDIR/eval.json and returns them."""
   check_eval_config(config)
   e = config.eval
   workdir = os.path.abspath(workdir)
+  old = read_eval_records(os.path.join(workdir, "eval.json"))  # before anything is compiled
   built, sampler, step, params = inference_setup(config, workdir, int(e.checkpoint), e.params,
                                                  e.weights, "eval.weights")
   feature_fn = ref = None
   if e.fid_weights:
     try:
       feature_fn = make_feature_fn(load_inception_params(e.fid_weights))
-    except ValueError as err:
-      raise ConfigError(f"eval.fid_weights: {err}") from err
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:  # wrong keys, corrupt .npz
+      raise ConfigError(f"eval.fid_weights: {e.fid_weights}: cannot be read as Inception weights "
+                        f"({type(err).__name__}: {' '.join(str(err).split())[:200]})") from None
     ref = fid_reference(e.fid_reference, feature_fn, lambda: training_image_chunks(config),
                         int(e.batch_size), built.mesh)
   evaluator = evaluator_for(config, precision_recall_k=int(e.pr_k))
@@ -370,6 +392,5 @@ def evaluate(config, workdir: str) -> list:
     print(f"cmjax: eval {name} (checkpoint {step}, {e.params}): {shown}")
   if jax.process_index() == 0:
     path = os.path.join(workdir, "eval.json")
-    old = json.load(open(path)) if os.path.isfile(path) else []
     write_json_atomic(path, old + records)
   return records

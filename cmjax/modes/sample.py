@@ -75,6 +75,36 @@ def sample_npz_arrays(samples: np.ndarray, labels: np.ndarray, data_kind: str,
   return out
 
 
+def default_tag(step: int, is_diffusion: bool, spec, seed: int, params: str) -> str:
+  """The file name tag of `--mode sample` without sample.tag: 'step{N}_{k}step' ('ode' for a
+  diffusion model; 'imported_' instead of 'step{N}_' for a network file), then '_seed{S}' when
+  seed != 0 and '_raw' for the online parameters, e.g. 'step400_2step_seed3'."""
+  where = f"step{step}_" if step >= 0 else "imported_"
+  tag = where + ("ode" if is_diffusion else f"{len(spec[1])}step")
+  return tag + (f"_seed{seed}" if seed else "") + ("_raw" if params == "raw" else "")
+
+
+def check_no_other_samples(path: str, step: int, spec, seed: int, params: str) -> None:
+  """Raises ConfigError (one line) when `path` (a sample .npz) already holds samples of another
+  checkpoint, sampler spec, seed or params, so a default-named run never silently replaces them;
+  the same request again may overwrite. An unreadable file is refused too (it is not ours)."""
+  if not os.path.exists(path):
+    return
+  try:
+    with np.load(path, allow_pickle=False) as z:
+      old = {"step": int(z["step"]), "seed": int(z["seed"]), "params": str(z["params"]),
+             "spec": json.loads(str(z["spec"]))}
+  except Exception as e:  # noqa: BLE001 - not a sample file of ours
+    raise ConfigError(f"{path} exists and is not a readable sample file ({type(e).__name__}); "
+                      f"move it away or set sample.tag") from None
+  new = {"step": step, "seed": seed, "params": params, "spec": json.loads(json.dumps(list(spec)))}
+  diff = [f"{k} {old[k]!r} (now {new[k]!r})" for k in ("step", "spec", "seed", "params")
+          if old[k] != new[k]]
+  if diff:
+    raise ConfigError(f"{path} holds samples of another request ({'; '.join(diff)}); set "
+                      f"sample.tag=NAME to write another file, or move it away")
+
+
 def sample(config, workdir: str) -> dict:
   """`--mode sample`; returns what it wrote (paths, step, spec, and the search if asked)."""
   s = config.sample
@@ -103,12 +133,13 @@ def sample(config, workdir: str) -> dict:
                                                  s.weights, "sample.weights")
   is_main = jax.process_index() == 0
   out = {"step": step, "params": s.params, "spec": list(spec), "seed": int(s.seed)}
+  tag = s.tag or default_tag(step, family.is_diffusion, spec, int(s.seed), s.params)
+  base = os.path.join(workdir, "samples", f"sample_{tag}")
+  if not s.tag:  # the default name never replaces samples of another spec, seed or checkpoint
+    check_no_other_samples(base + ".npz", step, spec, int(s.seed), s.params)
   imgs = sampler.generate(params, int(s.num), spec, seed_offset=int(s.seed),
                           class_label=int(s.class_label))
   labels = sampler.sample_labels(int(s.num), int(s.seed), int(s.class_label))
-  where = f"step{step}_" if step >= 0 else "imported_"
-  tag = s.tag or where + ("ode" if family.is_diffusion else f"{len(spec[1])}step")
-  base = os.path.join(workdir, "samples", f"sample_{tag}")
   evaluator = evaluator_for(config)
   if is_main:
     os.makedirs(os.path.dirname(base), exist_ok=True)
