@@ -13,6 +13,8 @@ model family (`objective.family`, see `cmjax.families`): preconditioner, sampler
   sct, scd  continuous-time consistency training / distillation      Lu & Song 2024
   trigflow  TrigFlow diffusion pretraining (the teacher of sCD)      Lu & Song 2024
   fm        flow matching / rectified flow (a diffusion teacher)     Lipman et al. 2023; Liu et al. 2023
+  meanflow  MeanFlow: average velocity by one jvp                     Geng et al. 2025
+  shortcut  shortcut models: flow matching + self-consistency        Frans et al. 2025
 
 Objectives are discovered: every module of this package that defines `METHODS = {name: class}`
 registers them (and `SETUP_FIELDS = {name: {field: default}}` for config-only settings such as a
