@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import os
 
+from cmjax.errors import ConfigError
+
 
 class ScalarWriter:
   """TensorBoard event files in `logdir` on process 0; a no-op elsewhere."""
@@ -32,3 +34,17 @@ def write_json_atomic(path: str, obj) -> None:
     json.dump(obj, f, indent=2, sort_keys=True)
     f.write("\n")
   os.replace(tmp, path)
+
+
+def read_json_of_type(path: str, kind: type, what: str):
+  """The JSON value in `path`, which must be a `kind` (dict, list). ConfigError (one line)
+  otherwise: `what` is the message with a '{}' where the reason goes (the file is never
+  overwritten: a hand-edited or foreign file is the user's to move)."""
+  try:
+    with open(path) as f:
+      out = json.load(f)
+  except (OSError, UnicodeDecodeError, ValueError) as e:
+    raise ConfigError(what.format(f"{type(e).__name__}: {' '.join(str(e).split())[:120]}")) from None
+  if not isinstance(out, kind):
+    raise ConfigError(what.format(f"it holds a JSON {type(out).__name__}, not a {kind.__name__}"))
+  return out

@@ -20,7 +20,7 @@ from cmjax.errors import ConfigError
 from cmjax.evaluation.run_eval import evaluate, save_samples_picture
 from cmjax.preemption import PreemptionGuard
 from cmjax.run import Run, stream_key
-from cmjax.run_logging import ScalarWriter, write_json_atomic
+from cmjax.run_logging import ScalarWriter, read_json_of_type, write_json_atomic
 from cmjax.workdir_lock import WorkdirLock
 
 log = logging.getLogger("cmjax")
@@ -55,16 +55,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 def _read_summary(path: str) -> dict:
   """WORKDIR/summary.json as a dict; ConfigError (one line) when it is not a JSON object (a
   hand-edited or foreign file: never overwritten, the user decides)."""
-  what = (f"{path} is not a summary written by cmjax ({{}}); move it away and rerun to "
-          f"evaluate again (nothing was changed)")
-  try:
-    with open(path) as f:
-      out = json.load(f)
-  except (OSError, UnicodeDecodeError, ValueError) as e:
-    raise ConfigError(what.format(f"{type(e).__name__}: {' '.join(str(e).split())[:120]}")) from None
-  if not isinstance(out, dict):
-    raise ConfigError(what.format(f"it holds a JSON {type(out).__name__}, not an object"))
-  return out
+  return read_json_of_type(path, dict, f"{path} is not a summary written by cmjax ({{}}); move "
+                           f"it away and rerun to evaluate again (nothing was changed)")
 
 
 def _resume_train_evaluate(run: Run, ckpt, workdir: str, is_main: bool) -> dict:

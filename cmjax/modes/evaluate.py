@@ -67,7 +67,7 @@ from cmjax.evaluation.precision_recall import precision_recall
 from cmjax.images import to_uint8
 from cmjax.modes.common import inference_setup
 from cmjax.param_files import read_npz
-from cmjax.run_logging import write_json_atomic
+from cmjax.run_logging import read_json_of_type, write_json_atomic
 
 MAX_REFERENCE_FEATURES = 50_000  # kept in the reference .npz for precision/recall
 ADM_CHUNK_BYTES = 256 * 2**20  # arr_0 images read from an ADM reference batch at a time (at most)
@@ -342,15 +342,8 @@ def read_eval_records(path: str) -> list:
   when it is not a JSON list (a hand-edited or foreign file: never overwritten)."""
   if not os.path.exists(path):
     return []
-  what = f"{path} is not a list of eval records written by cmjax ({{}}); move it away and rerun"
-  try:
-    with open(path) as f:
-      old = json.load(f)
-  except (OSError, UnicodeDecodeError, ValueError) as err:
-    raise ConfigError(what.format(f"{type(err).__name__}: {' '.join(str(err).split())[:120]}")) from None
-  if not isinstance(old, list):
-    raise ConfigError(what.format(f"it holds a JSON {type(old).__name__}"))
-  return old
+  return read_json_of_type(path, list, f"{path} is not a list of eval records written by cmjax "
+                           f"({{}}); move it away and rerun")
 
 
 def evaluate(config, workdir: str) -> list:
