@@ -5,7 +5,6 @@ PNG grids of EMA samples and WORKDIR/summary.json.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os

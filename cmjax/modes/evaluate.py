@@ -47,7 +47,6 @@ each record reports their img/s.
 """
 from __future__ import annotations
 
-import json
 import zipfile
 import os
 import time
