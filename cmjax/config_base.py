@@ -35,8 +35,9 @@ cd.exact_teacher         CD-exact: the teacher is the exact denoiser of toy2d_gm
 cd/ct.distance           'l2_squared', 'l2', 'l1', 'pseudo_huber' (with c) or 'lpips' (then
                          lpips_weights = an .npz from scripts/convert_lpips_weights.py and
                          lpips_resize = the side inputs are resized to, 224 as in the CM code)
-optim.name               'radam' or 'adam'; lr, b1, b2, eps, warmup_steps, grad_clip (<=0 off),
-                         weight_decay (decoupled, 0 off) are honoured for both
+optim.name               'radam', 'adam' or 'muon'; lr, b1, b2, eps, warmup_steps, grad_clip (<=0 off),
+                         weight_decay (decoupled, 0 off) are honoured for all; 'muon' orthogonalises
+                         the momentum (muon_beta) of matrices and convolution kernels, AdamW the rest
 optim.warmup_kimg        if > 0: the linear lr warm-up in thousands of images (EDM's lr ramp-up, 10,000
                          kimg on CIFAR-10); replaces warmup_steps
 train.sharding           'data' (replicated parameters) or 'fsdp' (parameters, EMA and optimiser
@@ -138,7 +139,7 @@ def get_config() -> ml_collections.ConfigDict:
     c[method] = ml_collections.ConfigDict(objective_fields(method))
   c.optim = ml_collections.ConfigDict(dict(
       name="radam", lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, warmup_steps=0, warmup_kimg=0.0, grad_clip=0.0,
-      weight_decay=0.0))
+      weight_decay=0.0, muon_beta=0.95))
   c.train = ml_collections.ConfigDict(dict(
       sharding="data", batch_size=128, num_steps=200_000, duration_kimg=0.0, ema_rate=0.9999,
       ema_halflife_kimg=0.0, ema_rampup_ratio=0.0, ema_warmup=False, init_workdir="", init_from="", precision="fp32", grad_accum=1,

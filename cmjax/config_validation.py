@@ -57,7 +57,8 @@ def validate_config(config, num_devices: int) -> None:
   need(config.method in OBJECTIVES, f"unknown method {config.method!r}; known: {sorted(OBJECTIVES)}")
   need(config.data.name in DATASETS, f"unknown data set {config.data.name!r}; known: {sorted(DATASETS)}")
   tr, ev, op, pa = config.train, config.eval, config.optim, config.param
-  need(op.name in ("adam", "radam"), f"unknown optimizer {op.name!r}; known: 'adam', 'radam'")
+  need(op.name in ("adam", "radam", "muon"), f"unknown optimizer {op.name!r}; known: 'adam', 'radam', 'muon'")
+  need(0 <= op.muon_beta < 1, f"optim.muon_beta must be in [0, 1), got {op.muon_beta}")
   need(op.lr > 0, f"optim.lr must be positive, got {op.lr}")
   need(op.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {op.warmup_steps}")
   need(tr.sharding in ("data", "fsdp"), f"unknown train.sharding {tr.sharding!r}; known: 'data', 'fsdp'")

@@ -33,26 +33,52 @@ class TrainState:
   distance_params: Any = None
 
 
+def muon_dimension_numbers(params):
+  """Which parameters Muon orthogonalises, and along which axes (None: Adam's).
+
+  Kernels with >= 2 axes are matrices: a Dense kernel (in, out) as it is, a convolution kernel
+  (kh, kw, in, out) flattened to (kh*kw*in, out) — reduction over every axis but the last, as
+  in Keller Jordan's Muon for convolutions. Vectors and scalars (biases, norm scales, sCM's
+  adaptive-weight bias) go to Adam, the usual treatment of non-matrix parameters.
+  """
+  def spec(x):
+    if x.ndim < 2:
+      return None
+    return optax.contrib.MuonDimensionNumbers(reduction_axis=tuple(range(x.ndim - 1)),
+                                              output_axis=x.ndim - 1)
+  return jax.tree.map(spec, params)
+
+
 def build_optimizer(optim_config, warmup_steps: float | None = None) -> optax.GradientTransformation:
-  """Adam or RAdam with linear lr warmup, optional global-norm clipping and weight decay.
+  """Adam, RAdam or Muon with linear lr warmup, optional global-norm clipping and weight decay.
 
   Every field is honoured for every optimiser (the official CM code ignored warmup
-  and clipping under RAdam). Fields: name ('adam'|'radam'), lr, b1, b2, eps,
-  warmup_steps, grad_clip (<= 0: off), weight_decay (decoupled, 0: off). `warmup_steps`, when
-  given, replaces the config's (the trainer passes the one resolved from optim.warmup_kimg).
+  and clipping under RAdam). Fields: name ('adam'|'radam'|'muon'), lr, b1, b2, eps,
+  warmup_steps, grad_clip (<= 0: off), weight_decay (decoupled, 0: off), muon_beta.
+  `warmup_steps`, when given, replaces the config's (the trainer passes the one resolved from
+  optim.warmup_kimg).
+
+  'muon' is `optax.contrib.muon` (Jordan 2024; Liu et al. 2025): matrices (see
+  `muon_dimension_numbers`) step along the Newton-Schulz orthogonalised Nesterov momentum
+  (momentum `muon_beta`), scaled to AdamW's update RMS (`consistent_rms=0.2`, Liu et al. Eq. 4)
+  so one `lr` serves both parts; every other parameter takes optax's AdamW step (b1, b2, eps,
+  Nesterov as optax does). Weight decay, if any, is decoupled for both parts.
   """
   c = optim_config
   lr = schedules.warmup_constant_lr(c.lr, c.warmup_steps if warmup_steps is None else warmup_steps)
-  if c.name == "adam":
-    opt = optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps)
-  elif c.name == "radam":
-    opt = optax.scale_by_radam(b1=c.b1, b2=c.b2, eps=c.eps)
-  else:
-    raise ValueError(f"unknown optimizer {c.name!r}; known: 'adam', 'radam'")
+  if c.name not in ("adam", "radam", "muon"):
+    raise ValueError(f"unknown optimizer {c.name!r}; known: 'adam', 'radam', 'muon'")
   chain = []
   if c.grad_clip > 0:
     chain.append(optax.clip_by_global_norm(c.grad_clip))
-  chain.append(opt)
+  if c.name == "muon":
+    chain.append(optax.contrib.muon(
+        learning_rate=lr, beta=getattr(c, "muon_beta", 0.95), weight_decay=c.weight_decay,
+        adam_b1=c.b1, adam_b2=c.b2, eps=c.eps, adam_weight_decay=c.weight_decay,
+        muon_weight_dimension_numbers=muon_dimension_numbers, consistent_rms=0.2))
+    return optax.chain(*chain)
+  chain.append(optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps) if c.name == "adam"
+               else optax.scale_by_radam(b1=c.b1, b2=c.b2, eps=c.eps))
   if c.weight_decay > 0:
     chain.append(optax.add_decayed_weights(c.weight_decay))
   chain.append(optax.scale_by_learning_rate(lr))
