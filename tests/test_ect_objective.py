@@ -46,6 +46,15 @@ def test_terms_match_hand_computation():
   assert 0 < float(jnp.mean(m["at_boundary"])) < 1  # both cases are exercised at this stage
 
 
+def test_unmatched_dropout_ablation_draws_an_independent_teacher_mask():
+  calls = []
+  _run(ECTObjective(q=2.0, stage_steps=100, matched_dropout=False), 150, record=calls)
+  (_, _, k_student), (_, _, k_teacher) = calls
+  ks, kt = np.asarray(jax.random.key_data(k_student)), np.asarray(jax.random.key_data(k_teacher))
+  assert not np.any(np.all(ks == kt, axis=-1))  # no example shares its mask
+  assert len({row.tobytes() for row in kt}) == B  # still one key per example
+
+
 def test_teacher_is_stop_gradient():
   obj = ECTObjective(q=2.0, stage_steps=100)
   x = jax.random.uniform(jax.random.key(0), (B, 8, 8, 1), minval=-1, maxval=1)

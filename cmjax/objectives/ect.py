@@ -4,7 +4,7 @@ Per example (Sec. 3, Alg. 1 of the paper; details of the authors' code noted):
   t ~ exp(N(p_mean, p_std^2)),  r = r(t, step) (ECT mapping, `schedules.ect_mapping`),
   z ~ N(0, I),  x_t = x + t z,  x_r = x + r z   (same z),
   Delta = f_theta(x_t, t) - stopgrad(f_theta(x_r, r)),  both passes with the SAME
-          dropout keys (the teacher is the student itself, no EMA teacher),
+          dropout keys (the teacher is the student itself, no EMA teacher; `matched_dropout`),
   target = x where r <= sigma_min (boundary condition f(x, eps) = x; r = 0 in the paper),
   loss = w(t, r) * (sqrt(||Delta||^2 + c^2) - c), the norm over the whole example.
 Weighting: 'inv_dt' w = 1/(t - r) (CIFAR-10 setting, c = 0) or 'snr_plus'
@@ -36,6 +36,9 @@ class ECTObjective(ObjectiveBase):
     weighting: 'inv_dt' or 'snr_plus'.
     sigma_data: sd, used by 'snr_plus'.
     sigma_min, sigma_max: t is clipped to [sigma_min, sigma_max], the domain of f.
+    matched_dropout: True (the paper and the authors' code, which restore the RNG state before
+      the teacher pass): the stop-gradient pass f(x_r, r) uses the student pass's dropout mask;
+      False draws an independent mask (an ablation only).
   """
   p_mean: float = -1.1
   p_std: float = 2.0
@@ -49,6 +52,7 @@ class ECTObjective(ObjectiveBase):
   sigma_data: float = 0.5
   sigma_min: float = 0.002
   sigma_max: float = 80.0
+  matched_dropout: bool = True
 
   def __post_init__(self):
     require(self.p_std > 0, f"p_std must be positive, got {self.p_std}")
@@ -90,7 +94,9 @@ class ECTObjective(ObjectiveBase):
     x_r = x + bc(r_eval) * z
 
     f_t = model_fn(params, x_t, t, drop_keys)
-    f_r = jax.lax.stop_gradient(model_fn(params, x_r, r_eval, drop_keys))
+    teacher_drop = drop_keys if self.matched_dropout else jax.vmap(
+        lambda k: jax.random.fold_in(k, 1))(drop_keys)
+    f_r = jax.lax.stop_gradient(model_fn(params, x_r, r_eval, teacher_drop))
     target = jnp.where(bc(at_boundary), x, f_r)
 
     dist = distances.pseudo_huber(f_t, target, self.c)
