@@ -348,3 +348,7 @@ def _main(argv: list[str], workdir_out: list) -> int:
 def console_main() -> None:
   """Entry point of the `cmjax` console script."""
   sys.exit(main(sys.argv))
+
+
+if __name__ == "__main__":  # python -m cmjax.cli ... (as the console script)
+  console_main()

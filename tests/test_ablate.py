@@ -1,0 +1,99 @@
+"""scripts/ablate.py: planning, command lines, shared runs, tables and the doc block (no training)."""
+import json
+import os
+import sys
+
+import pytest
+
+from tests._helpers import load_script
+
+ablate = load_script("ablate")
+
+SWEEP = {
+    "config": "digits_ect", "common": {"train.num_steps": 900},
+    "axes": {"ema": {"default": {}, "0.99": {"train.ema_rate": 0.99}},
+             "init": {"default": {}, "tuned": {"train.init_workdir": "@edm", "ect.initial_exponent": 1}},
+             "ct": {"default": {}, "ct": {"config": "digits_ct", "ct.distance": "l2"}}},
+    "prerequisites": {"edm": {"config": "digits_edm", "train.num_steps": 600}},
+}
+
+
+def _write(tmp_path, sweep=SWEEP):
+  p = tmp_path / "sweep.json"
+  p.write_text(json.dumps(sweep))
+  return str(p)
+
+
+def test_plan_shares_runs_and_resolves_prerequisites(tmp_path):
+  sweep = ablate.load_sweep(_write(tmp_path))
+  pre, jobs, cells = ablate.plan(sweep, [0, 1], str(tmp_path / "r"), [])
+  assert len(pre) == 2  # the EDM run, per seed
+  # default appears in three axes but runs once per seed: 2 x (default, 0.99, tuned, ct).
+  assert len(jobs) == 8
+  assert cells[("ema", "default")] == cells[("init", "default")]
+  tuned = [c for c, wd in jobs if wd in cells[("init", "tuned")]]
+  for seed, cmd in zip([0, 1], tuned):
+    assert f"--config.seed={seed}" in cmd
+    init = [a for a in cmd if a.startswith("--config.train.init_workdir=")][0].split("=", 1)[1]
+    assert init == pre[seed][1]  # the prerequisite of the same seed
+  ct = [c for c, wd in jobs if wd in cells[("ct", "ct")]][0]
+  assert ct[ct.index("--config") + 1] == "digits_ct" and "--config.ct.distance=l2" in ct
+  assert "--config.train.num_steps=900" in ct  # common overrides reach every row
+  # Names are stable and differ by every setting and by seed.
+  names = [os.path.basename(wd) for _, wd in jobs]
+  assert len(set(names)) == len(names)
+  assert ablate.plan(sweep, [0, 1], str(tmp_path / "r"), [])[1] == jobs
+
+
+def test_only_selects_axes_and_drops_unused_prerequisites(tmp_path):
+  sweep = ablate.load_sweep(_write(tmp_path))
+  pre, jobs, cells = ablate.plan(sweep, [0], str(tmp_path), ["ema"])
+  assert pre == [] and len(jobs) == 2 and set(a for a, _ in cells) == {"ema"}
+
+
+def test_flag_values():
+  assert ablate._flag_value(True) == "True"
+  assert ablate._flag_value((1, 2)) == "(1,2)" and ablate._flag_value([3]) == "(3,)"
+
+
+def test_bad_sweeps_are_one_line(tmp_path):
+  with pytest.raises(SystemExit, match="refers to '@nope'"):
+    ablate.load_sweep(_write(tmp_path, {"config": "digits_ect", "axes": {"a": {"x": {"train.init_workdir": "@nope"}}}}))
+  with pytest.raises(SystemExit, match="must be a JSON object"):
+    ablate.load_sweep(_write(tmp_path, {"axes": {}}))
+  with pytest.raises(SystemExit, match="unknown axes"):
+    ablate.main([_write(tmp_path), "--only", "lr", "--dry"])
+
+
+def test_tables_mean_std_and_unequal_images(tmp_path):
+  sweep = {"config": "digits_ect", "axes": {"batch": {"default": {}, "b128": {"train.batch_size": 128}}}}
+  _, jobs, cells = ablate.plan(sweep, [0, 1, 2], str(tmp_path), [])
+  fds = {"default": [10.0, 12.0, 14.0], "b128": [8.0, 9.0]}  # one b128 seed unfinished
+  for label, vals in fds.items():
+    for wd, v in zip(cells[("batch", label)], vals):
+      os.makedirs(wd)
+      imgs = 1000 if label == "default" else 2000
+      json.dump({"fd_digits_1step": v, "fd_digits_2step": v / 2, "train_seconds": 60.0,
+                 "images_seen": imgs}, open(os.path.join(wd, "summary.json"), "w"))
+  text = ablate.tables(sweep, cells)
+  assert "| default | 12.00 ± 2.00 | 6.00 ± 1.00 | 60 ± 0 | 1000 | 3/3 |" in text
+  assert "| b128 | 8.50 ± 0.71 | 4.25 ± 0.35 | 60 ± 0 | 2000 (≠) | 2/3 |" in text
+  # A finished run is never run again.
+  assert ablate.run_one(["false"], cells[("batch", "default")][0], None)[1:] == (True, 0.0)
+
+
+def test_doc_block_is_replaced_and_the_rest_kept(tmp_path):
+  doc = str(tmp_path / "d.md")
+  open(doc, "w").write("# Study\n\nconclusions stay\n")
+  ablate.write_doc(doc, "digits_ect", "table one")
+  ablate.write_doc(doc, "digits_ect", "table two")
+  text = open(doc).read()
+  assert text.count("<!-- ablate:digits_ect:begin -->") == 1 and "table two" in text
+  assert "table one" not in text and text.startswith("# Study\n\nconclusions stay\n")
+
+
+def test_a_failed_run_names_its_last_log_line(tmp_path):
+  wd = str(tmp_path / "run")
+  cmd = [sys.executable, "-c", "import sys; print('cmjax: error: bad thing'); sys.exit(2)"]
+  assert ablate.run_one(cmd, wd, None)[1] is False
+  assert ablate._last_line(wd + ".log") == "cmjax: error: bad thing"
