@@ -158,13 +158,12 @@ def plan(sweep: dict, seeds: list[int], root: str, only: list[str]) -> tuple[lis
       wd = os.path.join(root, run_name(st, s, {'pre': name}))
       pre_dirs[(name, s)] = wd
       pre_jobs.append((command(st, s, wd, {}), wd))
-  for axis, rows in axes.items():
-    for label, ov in rows.items():
-      st = settings_of(sweep, ov)
-      cells[(axis, label)] = []
-      for s in seeds:
+  for s in seeds:  # seed-major: a sweep stopped early still covers every setting at fewer seeds
+    for axis, rows in axes.items():
+      for label, ov in rows.items():
+        st = settings_of(sweep, ov)
         wd = os.path.join(root, run_name(st, s, ov))
-        cells[(axis, label)].append(wd)
+        cells.setdefault((axis, label), []).append(wd)
         if wd not in seen:
           seen.add(wd)
           jobs.append((command(st, s, wd, {n: pre_dirs[(n, s)] for n in prereqs}), wd))
