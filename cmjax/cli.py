@@ -259,6 +259,12 @@ def main(argv: list[str], *, hard_exit_on_interrupt: bool | None = None) -> int:
     return _main(argv, workdir)
   except KeyboardInterrupt:
     return _interrupted(hard_exit_on_interrupt)
+  except BrokenPipeError:  # `cmjax --help | head`: the reader left; not an error of the run
+    try:
+      os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+    except (OSError, ValueError, AttributeError):
+      pass
+    return 0
   except Exception as e:  # noqa: BLE001 - the last net: one line, the traceback in a file
     where = _save_traceback(workdir[0])
     msg = " ".join(str(e).split())[:300]

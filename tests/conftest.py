@@ -22,3 +22,17 @@ jax.config.update("jax_compilation_cache_dir",
                   os.environ.get("CMJAX_TEST_CACHE", os.path.join(ROOT, ".jax_cache")))
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+import pytest  # noqa: E402
+
+LONG = bool(os.environ.get("CMJAX_LONG_TESTS"))
+
+
+def pytest_collection_modifyitems(config, items):
+  """`@pytest.mark.long`: minutes of CPU each, or the same code path as a cheaper test at another
+  size (docs/testing.md lists them). They are also `slow`, and run only with CMJAX_LONG_TESTS=1."""
+  for item in items:
+    if item.get_closest_marker("long"):
+      item.add_marker(pytest.mark.slow)
+      if not LONG:
+        item.add_marker(pytest.mark.skip(reason="long: set CMJAX_LONG_TESTS=1 to run it"))

@@ -86,12 +86,26 @@ def test_lower_layers_import_no_io_module(layer):
 
 @pytest.mark.parametrize("argv", [["launch.py", "--help"], ["-m", "cmjax.cli", "--help"]])
 def test_help_lists_flags_modes_and_configs(argv):
-  cmd = [sys.executable, *argv] if argv[0] == "launch.py" else [
-      sys.executable, "-c", "import sys; from cmjax.cli import main; sys.exit(main(['cmjax', '--help']))"]
-  proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+  proc = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 0, proc.stderr
   for word in ("--config", "--workdir", "--mode", "sample", "trajectories", "digits_ect", "toy2d_fm"):
     assert word in proc.stdout
+
+
+def test_help_into_a_closed_pipe_is_not_an_error(monkeypatch, capfd):
+  """`cmjax --help | head -1`: the reader leaves early; exit 0, nothing on stderr."""
+  from cmjax.cli import main
+
+  class ClosedPipe:
+    def write(self, _):
+      raise BrokenPipeError(32, "Broken pipe")
+
+    def flush(self):
+      pass
+
+  monkeypatch.setattr(sys, "stdout", ClosedPipe())
+  assert main(["cmjax", "--help"]) == 0
+  assert "error" not in capfd.readouterr().err
 
 
 def test_console_script_is_declared():

@@ -178,13 +178,7 @@ def test_orbax_error_logs_are_filtered():
   assert filt.filter(other)
 
 
-# Minutes on a 2-core CPU: run with CMJAX_LONG_TESTS=1 (the suite runs the fast subset).
-long_test = pytest.mark.skipif(not os.environ.get("CMJAX_LONG_TESTS"),
-                               reason="long: set CMJAX_LONG_TESTS=1 to run it")
-
-
-@pytest.mark.slow
-@long_test
+@pytest.mark.long  # minutes on a 2-core CPU (the suite runs the fast subset above)
 def test_full_fault_sweep(tmp_path):
   """Every case in its own process (Ctrl-C during compile, a multi-host peer that never starts),
   then the trained workdir's checkpoints restore bit-identically."""

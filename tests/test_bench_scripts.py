@@ -120,9 +120,7 @@ def test_thread_meter_counts_this_thread():
   assert s["busy_threads"] >= 1 and s["cpu_ms"] > 0 and meter.calls == 1
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("CMJAX_LONG_TESTS"),
-                    reason="long (minutes on a 2-core CPU): set CMJAX_LONG_TESTS=1 to run it")
+@pytest.mark.long  # minutes on a 2-core CPU
 def test_gpu_check_dry_runs_every_row_on_cpu(tmp_path):
   out = tmp_path / "dry.json"
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one CPU device, not 8
