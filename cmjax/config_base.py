@@ -38,6 +38,7 @@ cd/ct.distance           'l2_squared', 'l2', 'l1', 'pseudo_huber' (with c) or 'l
 optim.name               'radam', 'adam' or 'muon'; lr, b1, b2, eps, warmup_steps, grad_clip (<=0 off),
                          weight_decay (decoupled, 0 off) are honoured for all; 'muon' orthogonalises
                          the momentum (muon_beta) of matrices and convolution kernels, AdamW the rest
+optim.lr_decay           'constant' (after the warm-up) or 'cosine' (to 0 at the last step)
 optim.warmup_kimg        if > 0: the linear lr warm-up in thousands of images (EDM's lr ramp-up, 10,000
                          kimg on CIFAR-10); replaces warmup_steps
 train.sharding           'data' (replicated parameters) or 'fsdp' (parameters, EMA and optimiser
@@ -139,7 +140,7 @@ def get_config() -> ml_collections.ConfigDict:
     c[method] = ml_collections.ConfigDict(objective_fields(method))
   c.optim = ml_collections.ConfigDict(dict(
       name="radam", lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, warmup_steps=0, warmup_kimg=0.0, grad_clip=0.0,
-      weight_decay=0.0, muon_beta=0.95))
+      weight_decay=0.0, muon_beta=0.95, lr_decay="constant"))
   c.train = ml_collections.ConfigDict(dict(
       sharding="data", batch_size=128, num_steps=200_000, duration_kimg=0.0, ema_rate=0.9999,
       ema_halflife_kimg=0.0, ema_rampup_ratio=0.0, ema_warmup=False, init_workdir="", init_from="", precision="fp32", grad_accum=1,

@@ -96,6 +96,24 @@ def warmup_constant_lr(lr: float, warmup_steps: float) -> optax.Schedule:
   return lambda step: lr * jnp.minimum(jnp.asarray(step, jnp.float32) / warmup_steps, 1.0)
 
 
+def lr_schedule(lr: float, warmup_steps: float, decay: str = "constant",
+                num_steps: int = 0) -> optax.Schedule:
+  """The learning rate at each step: linear warm-up (`warmup_constant_lr`), then
+  'constant': lr;  'cosine': lr (1 + cos(pi min(1, (s - w) / (N - w)))) / 2, reaching 0 at
+  s = N = num_steps (Loshchilov & Hutter 2017, without restarts)."""
+  base = warmup_constant_lr(lr, warmup_steps)
+  if decay == "constant":
+    return base
+  if decay != "cosine":
+    raise ValueError(f"unknown optim.lr_decay {decay!r}; known: 'constant', 'cosine'")
+  span = max(float(num_steps) - max(warmup_steps, 0.0), 1.0)
+
+  def schedule(step):
+    frac = jnp.clip((jnp.asarray(step, jnp.float32) - max(warmup_steps, 0.0)) / span, 0.0, 1.0)
+    return base(step) * 0.5 * (1.0 + jnp.cos(jnp.pi * frac))
+  return schedule
+
+
 @dataclasses.dataclass(frozen=True)
 class Durations:
   """A config's run length and schedules in steps (see `resolve_durations`)."""
@@ -116,7 +134,8 @@ def resolve_durations(config) -> Durations:
   warmup = 1000.0 * o.warmup_kimg / b if o.warmup_kimg > 0 else float(o.warmup_steps)
   ema = ema_decay_schedule(t.ema_rate, t.ema_warmup, 1000.0 * t.ema_halflife_kimg, b,
                            t.ema_rampup_ratio)
-  return Durations(steps, warmup, ema, warmup_constant_lr(o.lr, warmup))
+  return Durations(steps, warmup, ema,
+                   lr_schedule(o.lr, warmup, o.get("lr_decay", "constant"), steps))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -49,14 +49,16 @@ def muon_dimension_numbers(params):
   return jax.tree.map(spec, params)
 
 
-def build_optimizer(optim_config, warmup_steps: float | None = None) -> optax.GradientTransformation:
+def build_optimizer(optim_config, warmup_steps: float | None = None,
+                    lr: optax.Schedule | None = None) -> optax.GradientTransformation:
   """Adam, RAdam or Muon with linear lr warmup, optional global-norm clipping and weight decay.
 
   Every field is honoured for every optimiser (the official CM code ignored warmup
   and clipping under RAdam). Fields: name ('adam'|'radam'|'muon'), lr, b1, b2, eps,
   warmup_steps, grad_clip (<= 0: off), weight_decay (decoupled, 0: off), muon_beta.
   `warmup_steps`, when given, replaces the config's (the trainer passes the one resolved from
-  optim.warmup_kimg).
+  optim.warmup_kimg); `lr`, when given, is the whole learning-rate schedule (the builders pass
+  `schedules.lr_schedule`, which adds optim.lr_decay), else warm-up then constant.
 
   'muon' is `optax.contrib.muon` (Jordan 2024; Liu et al. 2025): matrices (see
   `muon_dimension_numbers`) step along the Newton-Schulz orthogonalised Nesterov momentum
@@ -65,7 +67,8 @@ def build_optimizer(optim_config, warmup_steps: float | None = None) -> optax.Gr
   Nesterov as optax does). Weight decay, if any, is decoupled for both parts.
   """
   c = optim_config
-  lr = schedules.warmup_constant_lr(c.lr, c.warmup_steps if warmup_steps is None else warmup_steps)
+  if lr is None:
+    lr = schedules.warmup_constant_lr(c.lr, c.warmup_steps if warmup_steps is None else warmup_steps)
   if c.name not in ("adam", "radam", "muon"):
     raise ValueError(f"unknown optimizer {c.name!r}; known: 'adam', 'radam', 'muon'")
   chain = []

@@ -84,3 +84,42 @@ def test_ema_decay_schedule():
   # min(0.999, (1 + s) / (10 + s)): 0.1 at s = 0, 0.5 at s = 8, capped at 0.999 from s = 8991.
   assert float(warm(0)) == pytest.approx(0.1) and float(warm(8)) == pytest.approx(0.5)
   assert float(warm(100_000)) == pytest.approx(0.999)
+
+
+def test_cosine_lr_decay_after_warmup_reaches_zero_at_the_last_step():
+  from cmjax.config_base import get_config
+  from cmjax.schedules import lr_schedule, resolve_durations
+
+  s = lr_schedule(1e-3, 10, "cosine", 110)
+  np.testing.assert_allclose([float(s(i)) for i in (0, 5, 10, 60, 110, 200)],
+                             [0.0, 5e-4, 1e-3, 5e-4, 0.0, 0.0], atol=1e-9)
+  np.testing.assert_allclose(float(lr_schedule(1e-3, 10, "constant", 110)(110)), 1e-3, rtol=1e-6)
+  c = get_config()
+  c.optim.update(lr=2e-3, warmup_steps=0, lr_decay="cosine")
+  c.train.num_steps = 40
+  d = resolve_durations(c)
+  np.testing.assert_allclose([float(d.lr_schedule(0)), float(d.lr_schedule(20))], [2e-3, 1e-3], rtol=1e-6)
+  with pytest.raises(ValueError, match="unknown optim.lr_decay 'step'"):
+    lr_schedule(1e-3, 0, "step", 10)
+
+
+def test_the_builders_optimiser_follows_the_decayed_schedule():
+  import jax.numpy as jnp
+  import optax
+  from cmjax.config_base import get_config
+  from cmjax.schedules import resolve_durations
+  from cmjax.train_state import build_optimizer
+
+  c = get_config()
+  c.optim.update(name="adam", lr=1e-2, warmup_steps=0, lr_decay="cosine")
+  c.train.num_steps = 4
+  d = resolve_durations(c)
+  opt = build_optimizer(c.optim, d.warmup_steps, d.lr_schedule)
+  p = {"w": jnp.zeros(3)}
+  st = opt.init(p)
+  sizes = []
+  for _ in range(5):
+    u, st = opt.update({"w": jnp.ones(3)}, st, p)
+    sizes.append(float(jnp.abs(u["w"]).max()))
+  # Adam's first steps move by ~lr: lr(0) = 1e-2, lr(2) = 5e-3, lr(4) = 0.
+  np.testing.assert_allclose([sizes[0], sizes[2], sizes[4]], [1e-2, 5e-3, 0.0], rtol=1e-3, atol=1e-8)
