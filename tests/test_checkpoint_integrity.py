@@ -132,6 +132,7 @@ def _launch_until_exit(workdir, *extra, timeout=240):
   return proc.returncode, "".join(lines), (time.time() - t_err) if t_err else None
 
 
+@pytest.mark.slow
 def test_launch_with_checkpoints_a_regular_file_exits_1_within_seconds(tmp_path):
   (tmp_path / "checkpoints").write_text("in the way")
   rc, out, secs = _launch_until_exit(tmp_path, "--config.train.num_steps=2")

@@ -1,4 +1,5 @@
 import jax
+import pytest
 import numpy as np
 import optax
 
@@ -7,6 +8,7 @@ from cmjax.models.unet import UNet
 from cmjax.train_state import init_train_state
 
 
+@pytest.mark.slow
 def test_orbax_round_trip_restores_every_leaf(tmp_path):
   model = UNet(channels=8, channel_mult=(1, 2), num_res_blocks=1, dropout=0.0, groups=4)
   opt = optax.radam(1e-3)

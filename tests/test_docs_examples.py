@@ -1,5 +1,6 @@
 """Every ```python block of README.md and docs/*.md runs as written (the functional API
-walk-through is a promise to users), each in a fresh namespace."""
+walk-through is a promise to users), each in a fresh namespace. A block right after the line
+`<!-- test: slow -->` (it trains) is left out of the fast tier."""
 import glob
 import os
 import re
@@ -8,14 +9,15 @@ import pytest
 
 from conftest import ROOT
 
-_BLOCK = re.compile(r"```python\n(.*?)```", re.S)
+_BLOCK = re.compile(r"(<!-- test: slow -->\n)?```python\n(.*?)```", re.S)
 
 
 def _blocks():
   out = []
   for path in [os.path.join(ROOT, "README.md")] + sorted(glob.glob(os.path.join(ROOT, "docs", "*.md"))):
-    for i, code in enumerate(_BLOCK.findall(open(path).read())):
-      out.append(pytest.param(code, id=f"{os.path.relpath(path, ROOT)}#{i}"))
+    for i, (slow, code) in enumerate(_BLOCK.findall(open(path).read())):
+      out.append(pytest.param(code, id=f"{os.path.relpath(path, ROOT)}#{i}",
+                              marks=[pytest.mark.slow] if slow else []))
   return out
 
 

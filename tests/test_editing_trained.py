@@ -46,6 +46,7 @@ def heldout():
   return load_digits_split("heldout", with_labels=True)
 
 
+@pytest.mark.slow
 def test_shipped_model_samples_digits(trained):
   cfg, model_fn, _, params = trained
   z = sample_noise(jax.random.key(0), 2048, (8, 8, 1))
@@ -55,6 +56,7 @@ def test_shipped_model_samples_digits(trained):
 
 
 @pytest.mark.parametrize("mask", ["bottom", "right"])
+@pytest.mark.slow
 def test_inpainting_recovers_the_digit(trained, heldout, mask):
   _, _, f, params = trained
   images, labels = heldout
@@ -69,6 +71,7 @@ def test_inpainting_recovers_the_digit(trained, heldout, mask):
   assert acc_edit > acc_noise + 0.05, (acc_edit, acc_noise)  # measured 0.53 vs 0.43, 0.52 vs 0.37
 
 
+@pytest.mark.slow
 def test_superresolution_beats_bicubic_in_feature_space(trained, heldout):
   _, _, f, params = trained
   images, _ = heldout

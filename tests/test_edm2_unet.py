@@ -122,6 +122,7 @@ def _check_counts(names):
   assert _count(shapes["logvar"]) == 128 and _count(shapes["logvar"], False) == 256
 
 
+@pytest.mark.slow
 def test_imagenet64_parameter_counts_match_edm2():
   _check_counts(("xs", "xl"))  # the smallest and largest preset (2 s of tracing each)
   with pytest.raises(ValueError, match="unknown EDM2 ImageNet-64 preset"):

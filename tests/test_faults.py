@@ -31,6 +31,7 @@ def _nan_at(step_to_poison):
   return batch
 
 
+@pytest.mark.slow
 def test_nonfinite_step_stops_and_names_last_good_checkpoint(tmp_path, capsys, monkeypatch):
   monkeypatch.setattr(ArraySource, "batch", _nan_at(3))
   rc = launch.main(["launch.py", *SMOKE, "--config.train.num_steps=6", "--workdir", str(tmp_path)])
@@ -42,6 +43,7 @@ def test_nonfinite_step_stops_and_names_last_good_checkpoint(tmp_path, capsys, m
   assert checkpointing.Checkpointer(str(tmp_path / "checkpoints")).all_steps() == [2]
 
 
+@pytest.mark.slow
 def test_nonfinite_step_skipped_and_counted(tmp_path, monkeypatch):
   monkeypatch.setattr(ArraySource, "batch", _nan_at(1))
   rc = launch.main(["launch.py", *SMOKE, "--config.train.num_steps=4",
@@ -113,6 +115,7 @@ def test_kill_minus_9_then_relaunch_is_bit_identical(tmp_path):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, capsys):
   args = ["launch.py", *SMOKE, "--config.train.num_steps=4", "--config.train.checkpoint_every=2",
           "--workdir", str(tmp_path)]
@@ -143,6 +146,7 @@ def _dir_kib(path) -> int:
   return sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(path) for f in fs) // 1024
 
 
+@pytest.mark.slow
 def test_disk_full_is_one_clear_error_and_keeps_previous_checkpoints(tmp_path, capsys):
   """A real ENOSPC: WORKDIR/checkpoints is a tmpfs; after checkpoint 2 it is filled up."""
   args = [*SMOKE, "--config.train.checkpoint_every=2", "--workdir", str(tmp_path)]

@@ -1,5 +1,6 @@
 """FSDP (parameters and optimiser state split over 8 devices) == data parallel."""
 import jax
+import pytest
 import numpy as np
 
 from cmjax import checkpointing, parallel
@@ -22,6 +23,7 @@ def _steps(sharding, n=2):
   return run, state, metrics
 
 
+@pytest.mark.slow
 def test_fsdp_equals_data_parallel_and_checkpoints_reshard(tmp_path):
   run_d, sd, md = _steps("data")
   run_f, sf, mf = _steps("fsdp")

@@ -61,6 +61,7 @@ def test_muon_dimension_numbers_split_by_rank():
   assert tuple(spec["w"].reduction_axis) == (0, 1, 2) and spec["w"].output_axis == 3
 
 
+@pytest.mark.slow
 def test_muon_trains_the_ect_step_and_honours_warmup():
   model = UNet(channels=8, channel_mult=(1, 2), num_res_blocks=1, dropout=0.0, groups=4)
   opt = build_optimizer(_optim(warmup_steps=2, grad_clip=1.0))

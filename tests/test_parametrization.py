@@ -1,4 +1,5 @@
 import jax
+import pytest
 import jax.numpy as jnp
 import numpy as np
 
@@ -46,6 +47,7 @@ def test_edm_coefficients():
   assert np.isclose(c_in, 1 / np.sqrt(4.25))
 
 
+@pytest.mark.slow
 def test_per_example_dropout_keys():
   model, params = _model_and_params(dropout=0.5)
   f = make_model_fn(model, ConsistencyPreconditioner())

@@ -26,6 +26,7 @@ MATCH = ["--config.model.model_channels=8"]  # the file's width; the smoke net i
 tfds = pytest.importorskip("tensorflow_datasets")
 
 
+@pytest.mark.slow
 def test_imported_model_samples_like_edm_generate():
   """EDM's Heun sampler (generate.py) on the imported network, same latents: 1e-4 relative."""
   from cmjax.parametrization import make_model_fn
@@ -49,6 +50,7 @@ def _config(name, *overrides):
   return config
 
 
+@pytest.mark.slow
 def test_init_from_starts_the_run_from_the_file_and_trains(tmp_path, capsys):
   from cmjax.run import Run
   from cmjax.weights.files import load_network_file
@@ -75,6 +77,7 @@ def test_a_file_that_does_not_fit_is_one_line(tmp_path, capsys):
   assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow
 def test_teacher_from_a_file_with_its_own_preconditioning():
   """cd.teacher_file: the teacher is the file's EDMPrecond denoiser; a CD step runs with it."""
   from cmjax.run import Run, stream_key
@@ -96,6 +99,7 @@ def test_teacher_from_a_file_with_its_own_preconditioning():
   assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
 
 
+@pytest.mark.slow
 def test_sample_mode_on_an_imported_model(tmp_path, capsys):
   """--mode sample with sample.weights: EDM's Heun on the file's network, no checkpoint needed."""
   from cmjax.images import to_uint8

@@ -29,6 +29,7 @@ def _setup(label_dim=0, dtype=None):
   return model_fn, opt, state, {"image": x[:B], "label": y[:B]}
 
 
+@pytest.mark.slow
 def test_grad_accumulation_equals_whole_batch_on_8_devices():
   model_fn, opt, state, batch = _setup()
   batch = {"image": batch["image"]}
@@ -51,6 +52,7 @@ def test_grad_accumulation_equals_whole_batch_on_8_devices():
   np.testing.assert_allclose(float(m1["param_norm"]), float(optax.tree.norm(s1.params)), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_bf16_computes_in_bf16_with_fp32_master_params_and_loss():
   model_fn32, opt, state, batch = _setup()
   model_fn16, _, _, _ = _setup(dtype=jnp.bfloat16)
@@ -69,6 +71,7 @@ def test_bf16_computes_in_bf16_with_fp32_master_params_and_loss():
   assert metrics["loss"].dtype == jnp.float32 and np.isfinite(float(metrics["loss"]))
 
 
+@pytest.mark.slow
 def test_labels_condition_the_model_the_step_and_a_teacher():
   model_fn, opt, state, batch = _setup(label_dim=10)
   x, t = jnp.asarray(batch["image"]), jnp.full((B,), 1.0)
@@ -126,6 +129,7 @@ def test_teacher_denoiser_with_labels_signature():
   assert out.shape == (2, 8, 8, 1)
 
 
+@pytest.mark.slow
 def test_init_workdir_starts_from_another_runs_ema_weights(tmp_path):
   """ECT tunes a pretrained EDM model: train.init_workdir loads that run's EMA parameters;
   another backbone is one clear error (dropout may differ: it has no weights)."""
@@ -154,6 +158,7 @@ def test_init_workdir_starts_from_another_runs_ema_weights(tmp_path):
   assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_class_conditional_sampling_through_run():
   """Run.generate conditions each sample on a class drawn from the sampling key, or on
   class_label; the same class gives the same sample, another class another one."""

@@ -108,6 +108,7 @@ def _init(model, x, noise=1.0, **kw):
 
 @pytest.mark.parametrize("kind,extra", [("ddpmpp", {}), ("ncsnpp", {}),
                                         ("ncsnpp", dict(encoder_type="skip", decoder_type="skip"))])
+@pytest.mark.slow
 def test_tiny_forward_shape_and_noise_dependence(kind, extra):
   model = _tiny(kind, **extra)
   x = jax.random.normal(jax.random.key(2), (2, 8, 8, 3))

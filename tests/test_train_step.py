@@ -1,5 +1,6 @@
 """The jit step on 8 devices == the jit step on 1 device == the pmap step, on one global batch."""
 import jax
+import pytest
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -39,6 +40,7 @@ def _run_jit(devices):
   return state, metrics
 
 
+@pytest.mark.slow
 def test_sharded_jit_equals_single_device_and_pmap():
   devices = jax.devices()
   assert len(devices) == 8, "tests/conftest.py sets 8 simulated devices"
