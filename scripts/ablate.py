@@ -149,6 +149,7 @@ def run_all(jobs: list[tuple[list[str], str]], n_jobs: int) -> None:
 def plan(sweep: dict, seeds: list[int], root: str, only: list[str]) -> tuple[list, list, dict]:
   """(prerequisite jobs, main jobs, {(axis, label): [workdir per seed]})."""
   prereqs = sweep.get("prerequisites", {})
+  root = os.path.abspath(root)  # an "@NAME" workdir must mean the same from any directory
   axes = {a: r for a, r in sweep["axes"].items() if not only or a in only}
   pre_jobs, jobs, cells, seen = [], [], {}, set()
   pre_dirs = {}
