@@ -1,11 +1,13 @@
 """The compiled data-parallel step does one (combined) gradient all-reduce per step."""
 import re
+import pytest
 
 import jax
 
 from cmjax.trainer import Run
 
 
+@pytest.mark.slow
 def test_one_gradient_all_reduce_per_step():
   from configs import digits_ect
   run = Run(digits_ect.get_config("smoke"))

@@ -152,6 +152,7 @@ def test_load_wrong_shape_and_format(random_params, tmp_path):
       L.load_lpips_params(tmp_path / "w.safetensors")
 
 
+@pytest.mark.slow
 def test_identity_symmetry_and_finite_grad(random_params):
   k1, k2 = jax.random.split(jax.random.key(3))
   a = jax.random.uniform(k1, (2, 32, 32, 3), minval=-1.0, maxval=1.0)

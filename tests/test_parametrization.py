@@ -18,6 +18,7 @@ def _model_and_params(dropout=0.0):
   return model, jax.tree.unflatten(tree, leaves)
 
 
+@pytest.mark.slow
 def test_boundary_condition_exact():
   model, params = _model_and_params()
   pre = ConsistencyPreconditioner(sigma_data=0.5, sigma_min=0.002)

@@ -129,6 +129,7 @@ def test_tiny_forward_shape_and_noise_dependence(kind, extra):
   assert out_wide.init_with_output(jax.random.key(0), x, jnp.ones((2,)))[0].shape == (2, 8, 8, 5)
 
 
+@pytest.mark.slow
 def test_class_labels_condition_the_output():
   model = _tiny(label_dim=4)
   x = jnp.tile(jax.random.normal(jax.random.key(3), (1, 8, 8, 3)), (2, 1, 1, 1))
@@ -151,6 +152,7 @@ def test_class_labels_condition_the_output():
     apply(jnp.zeros((2, 3)))
 
 
+@pytest.mark.slow
 def test_dropout_train_vs_eval_and_make_model_fn():
   model = _tiny("ncsnpp", dropout=0.3)
   x = jax.random.normal(jax.random.key(4), (2, 8, 8, 3))

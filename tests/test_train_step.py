@@ -69,6 +69,7 @@ def test_sharded_jit_equals_single_device_and_pmap():
   assert moved > 1e-4
 
 
+@pytest.mark.slow
 def test_step_depends_on_key_and_step():
   model_fn, obj, opt, state, batches = _setup()
   step = jax.jit(make_train_step(model_fn, obj, opt, 0.9))

@@ -69,6 +69,7 @@ def test_tiny_config_read_from_diffusers_json(tiny):
               (8, 8, 8, 16), 1, 4, 4, 0.18215, None, 8)
 
 
+@pytest.mark.slow
 def test_encode_decode_match_diffusers(tiny, ref):
   vae, params = tiny
   post = vae.apply({"params": params}, ref["x"], method=V.AutoencoderKL.encode)
