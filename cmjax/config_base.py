@@ -12,6 +12,10 @@ data.data_dir            TFDS data_dir of cifar10 / imagenet64 ('' = TFDS's defa
 data.path                'folder': the directory of images (searched recursively)
 data.resolution          'folder': images are centre-cropped to a square and resized to this side
 data.random_flip         flip each training image horizontally with probability 1/2
+data.augment             EDM's non-leaky augmentation (cmjax/data/augment.py) with this probability p
+                         (0: off); the network gets the augmentation labels (model.augment_dim)
+data.augment_preset      its transforms: 'edm_cifar10' (EDM's --augment, augment_dim 9) or
+                         'meanflow_cifar10' (py-meanflow's, augment_dim 6)
 data.read_threads        grain threads reading and decoding records (TFDS / folder)
 data.prefetch            batches read ahead of the train step (0: read in the loop)
 model.*                  backbone (cmjax.models.MODELS): its name and exactly its constructor arguments,
@@ -133,7 +137,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.method = "ect"
   c.data = ml_collections.ConfigDict(dict(
       name="digits", data_dir="", path="", resolution=0, random_flip=False, read_threads=8,
-      prefetch=2))
+      prefetch=2, augment=0.0, augment_preset="edm_cifar10"))
   c.model = model_config("unet", channels=32)
   c.param = ml_collections.ConfigDict(dict(sigma_data=0.5, sigma_min=0.002, sigma_max=80.0))
   for method in OBJECTIVES:  # one section per objective, from its dataclass defaults

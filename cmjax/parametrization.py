@@ -106,7 +106,8 @@ def trigflow_consistency(x: Array, t: Array, F: Array, sigma_data: float) -> Arr
 def make_model_fn(model, precond, compute_dtype=None) -> Callable:
   """Builds the function every objective and sampler calls.
 
-  Returns `fn(params, x, t, dropout_keys=None, labels=None, t2=None) -> (B, H, W, C)`:
+  Returns `fn(params, x, t, dropout_keys=None, labels=None, t2=None, augment_labels=None)
+  -> (B, H, W, C)`:
     params: the backbone's parameters (the 'params' collection).
     x: (B, H, W, C) noisy images; t: (B,) noise levels.
     dropout_keys: None for deterministic evaluation, or a (B,) array of PRNG keys,
@@ -120,6 +121,8 @@ def make_model_fn(model, precond, compute_dtype=None) -> Callable:
     t2: None, or a (B,) second conditioning time (families with two times: MeanFlow's r, a
       shortcut model's step size); the preconditioner is then called as precond(net, x, t, t2)
       and passes the backbone `c_noise_2`.
+    augment_labels: None, or (B, A) EDM augmentation labels of the (augmented) inputs, passed to
+      the backbone as `augment_labels` (EDM's convention; None = not augmented, as at sampling).
   compute_dtype: None (float32) or jnp.bfloat16 for mixed precision: the parameters and the
     backbone's input are cast to it, so the backbone computes in bf16 while the master
     parameters (and their gradients), the preconditioning and the loss stay in float32; the
@@ -129,9 +132,11 @@ def make_model_fn(model, precond, compute_dtype=None) -> Callable:
       lambda tree: jax.tree.map(lambda a: a.astype(compute_dtype)
                                 if jnp.issubdtype(a.dtype, jnp.floating) else a, tree))
 
-  def backbone(params, rngs, labels, train):
+  def backbone(params, rngs, labels, train, augment=None):
     p = cast(params)
     kw = {} if labels is None else {"class_labels": labels}
+    if augment is not None:
+      kw["augment_labels"] = cast(augment)
 
     def net(x_in, c_noise, c_noise_2=None):
       extra = kw if c_noise_2 is None else {**kw, "c_noise_2": c_noise_2}
@@ -142,27 +147,30 @@ def make_model_fn(model, precond, compute_dtype=None) -> Callable:
     return precond(net, x, t) if t2 is None else precond(net, x, t, t2)
 
   def fn(params, x: Array, t: Array, dropout_keys: Optional[Array] = None,
-         labels: Optional[Array] = None, t2: Optional[Array] = None) -> Array:
+         labels: Optional[Array] = None, t2: Optional[Array] = None,
+         augment_labels: Optional[Array] = None) -> Array:
     if dropout_keys is None:
-      return apply(backbone(params, None, labels, False), x, t, t2)
+      return apply(backbone(params, None, labels, False, augment_labels), x, t, t2)
 
-    def one(xi, ti, ki, yi, t2i):
+    def one(xi, ti, ki, yi, t2i, ai):
       y = None if yi is None else yi[None]
       t2b = None if t2i is None else t2i[None]
-      return apply(backbone(params, {"dropout": ki}, y, True), xi[None], ti[None], t2b)[0]
+      a = None if ai is None else ai[None]
+      return apply(backbone(params, {"dropout": ki}, y, True, a), xi[None], ti[None], t2b)[0]
 
-    return jax.vmap(one)(x, t, dropout_keys, labels, t2)
+    return jax.vmap(one)(x, t, dropout_keys, labels, t2, augment_labels)
 
   return fn
 
 
-def bind_labels(fn: Callable, labels: Optional[Array]) -> Callable:
-  """fn(params, x, t, keys=None, t2=None) with fixed (B,) labels, so objectives and samplers that
-  call fn(params, x, t[, keys]) condition on them (None: fn itself)."""
-  if labels is None:
+def bind_labels(fn: Callable, labels: Optional[Array], augment_labels: Optional[Array] = None) -> Callable:
+  """fn(params, x, t, keys=None, t2=None) with fixed (B,) class labels and/or (B, A) augmentation
+  labels, so objectives and samplers that call fn(params, x, t[, keys]) condition on them (both
+  None: fn itself)."""
+  if labels is None and augment_labels is None:
     return fn
-  return lambda params, x, t, dropout_keys=None, t2=None: fn(params, x, t, dropout_keys,
-                                                              labels=labels, t2=t2)
+  return lambda params, x, t, dropout_keys=None, t2=None: fn(
+      params, x, t, dropout_keys, labels=labels, t2=t2, augment_labels=augment_labels)
 
 
 PARAMETRIZATIONS = ("cm", "edm", "trigflow")

@@ -21,6 +21,7 @@ from cmjax.exact_gmm import gmm8, jax_denoiser
 from cmjax.lpips import load_lpips_params
 from cmjax.sampler import Sampler
 from cmjax.teacher import load_init_file, load_init_params, load_teacher
+from cmjax.data.augment import make_augment
 from cmjax.train_step import make_train_step
 
 
@@ -70,7 +71,9 @@ class Run:
     step = make_train_step(self.model_fn, self.objective, self.optimizer, self.durations.ema,
                            lr_schedule=self.lr_schedule,
                            skip_nonfinite=config.train.skip_nonfinite,
-                           grad_accum=config.train.grad_accum)
+                           grad_accum=config.train.grad_accum,
+                           augment=(make_augment(config.data.augment, config.data.augment_preset)
+                                    if config.data.augment > 0 else None))
     self.train_step = jax.jit(step, in_shardings=(self.state_sharding, self.batch_sharding, rep),
                               out_shardings=(self.state_sharding, rep), donate_argnums=0)
     self.sampler = Sampler(built)

@@ -26,10 +26,14 @@ def example_keys(key: jax.Array, step: jax.Array, batch_size: int,
   return jax.vmap(jax.random.fold_in, (None, 0))(step_key, index)
 
 
+AUGMENT_STREAM = 0x41554720  # fold_in constant of the augmentation's per-example keys ("AUG ")
+
+
 def make_train_step(model_fn: Callable, objective: Callable, optimizer: optax.GradientTransformation,
                     ema_rate: float | optax.Schedule, axis_name: Optional[str] = None,
                     lr_schedule: Optional[optax.Schedule] = None,
-                    skip_nonfinite: bool = False, grad_accum: int = 1) -> Callable:
+                    skip_nonfinite: bool = False, grad_accum: int = 1,
+                    augment: Optional[Callable] = None) -> Callable:
   """Builds `train_step(state, batch, key) -> (state, metrics)`.
 
   Args:
@@ -50,6 +54,11 @@ def make_train_step(model_fn: Callable, objective: Callable, optimizer: optax.Gr
       i mod k, so each stays split over the devices like the batch) whose gradients are
       summed in a `lax.scan`; every example keeps its key, so the update equals the one of
       the whole batch (up to float summation order) at 1/k of the activation memory.
+    augment: None, or `augment(keys (B,), x) -> (x', augment_labels (B, A))` (EDM's pipeline,
+      `cmjax.data.augment.edm_augment` with its options bound): each example is augmented with
+      its own key fold_in(example key, AUGMENT_STREAM) before the objective sees it (EDM
+      augments inside its loss, training/loss.py), and the network is conditioned on its labels.
+      The objective's own random streams are unchanged, so a run without augmentation is too.
 
   Objectives with a target network (CT, CD) get it as extra['target'] and it is moved
   towards the new params with decay objective.target_ema(step); a teacher in the state is
@@ -68,19 +77,22 @@ def make_train_step(model_fn: Callable, objective: Callable, optimizer: optax.Gr
   def train_step(state: TrainState, batch, key):
     x, labels = batch["image"], batch.get("label")
     keys = example_keys(key, state.step, x.shape[0], axis_name)
+    aug = None
+    if augment is not None:
+      x, aug = augment(jax.vmap(lambda k: jax.random.fold_in(k, AUGMENT_STREAM))(keys), x)
     frozen = {"target": state.target_params, "teacher": state.teacher_params,
               "distance": state.distance_params}
 
-    def loss_fn(trainable, x, keys, labels):
+    def loss_fn(trainable, x, keys, labels, aug):
       params, aux = trainable
-      mf, obj = condition_on_labels(model_fn, objective, labels)
+      mf, obj = condition_on_labels(model_fn, objective, labels, aug)
       per_example, terms = obj(mf, params, x, keys, state.step, {**frozen, "aux": aux})
       return jnp.mean(per_example), {k: jnp.mean(v) for k, v in terms.items()}
 
     trainable = (state.params, state.aux_params)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if grad_accum == 1:
-      (loss, terms), grads = grad_fn(trainable, x, keys, labels)
+      (loss, terms), grads = grad_fn(trainable, x, keys, labels, aug)
     else:  # micro-batch j = examples j, j + k, ...: (B, ...) -> (k, B / k, ...)
       split = lambda a: None if a is None else jnp.swapaxes(
           a.reshape((a.shape[0] // grad_accum, grad_accum) + a.shape[1:]), 0, 1)
@@ -89,7 +101,7 @@ def make_train_step(model_fn: Callable, objective: Callable, optimizer: optax.Gr
         (l, t), g = grad_fn(trainable, *mb)
         return jax.tree.map(jnp.add, acc, (l, t, g)), None
 
-      micro_batches = (split(x), split(keys), split(labels))
+      micro_batches = (split(x), split(keys), split(labels), split(aug))
       (l0, t0), g0 = jax.eval_shape(grad_fn, trainable, *jax.tree.map(lambda a: a[0], micro_batches))
       zero = jax.tree.map(lambda a: jnp.zeros(a.shape, a.dtype), (l0, t0, g0))
       total, _ = jax.lax.scan(micro, zero, micro_batches)

@@ -14,11 +14,10 @@ random flips, no augmentation]; the CM paper's Table lists EDM at FID 2.04 [unve
   python launch.py --config configs/cifar10_edm.py:ncsnpp --workdir runs/cifar10_edm_ncsnpp
 
 Deviations (default variant):
-- EDM trains with its augmentation pipeline (--augment=0.12: x-flip, y-flip, scaling, rotation,
-  anisotropy, translation, each with p = 0.12, x-flips at 50%) and feeds the 9 augmentation
-  labels to the network (augment_dim=9). cmjax has no augmentation pipeline: here augment_dim=0
-  and data.random_flip=True (unlabelled 50% x-flips), the closest available setting. Expect a
-  worse FID than 1.97 (the augmentation is EDM Table 2's last step, config E -> F [unverified]).
+- (none left for the augmentation: EDM's pipeline, --augment=0.12 = x-flip, y-flip, scaling,
+  rotation, anisotropy, translation, each with p = 0.12, x-flips at 50%, with its 9 labels fed to
+  the network, is data.augment=0.12 with preset 'edm_cifar10' and model.augment_dim=9
+  [code: edm train.py, training/augment.py]; EDM's --xflip is off, so data.random_flip=False.)
 - EDM replaces NaN/Inf gradients by 0/+-1e5 (nan_to_num) and keeps going; cmjax stops (or skips
   with train.skip_nonfinite).
 Variants: ':smoke' (tiny net, 2 steps), ':ncsnpp' (above), combinable as ':ncsnpp,smoke'.
@@ -29,7 +28,7 @@ from cmjax.configs import paper_base
 def get_config(variant: str = ""):
   tokens = paper_base.parse_variant(variant, "cifar10_edm", known=("ncsnpp",))
   c = paper_base.base("edm")
-  paper_base.cifar10(c, random_flip=True)  # stands in for EDM's augment pipe (see docstring)
+  paper_base.cifar10(c, random_flip=False)  # --xflip default False [code: edm train.py]
   c.edm.update(p_mean=-1.2, p_std=1.2)  # ln sigma ~ N(-1.2, 1.2^2) [paper EDM Table 1]
   c.param.update(sigma_data=0.5, sigma_min=0.002, sigma_max=80.0)  # [paper EDM Table 1]
   c.optim.update(name="adam", lr=1e-3, b1=0.9, b2=0.999, eps=1e-8,  # [code: edm train.py]
@@ -45,6 +44,9 @@ def get_config(variant: str = ""):
     c.train.update(duration_kimg=0.0, num_steps=400_000,  # n_iters = 400001 [code]
                    ema_halflife_kimg=500, ema_rampup_ratio=0.0)  # ema_rate = 0.5^(512/5e5) [code]
     # Adam lr 1e-3, warmup int(1e7 / 512) steps = 10M images: as above [code: cifar10_k_ve.py]
+    c.data.update(random_flip=True)  # random flips, no augmentation [code: cifar10_k_ve.py]
   else:
     paper_base.cifar10_ddpmpp(c, dropout=0.13)  # --dropout=0.13 [code: edm train.py]
+    c.data.update(augment=0.12, augment_preset="edm_cifar10")  # --augment=0.12 [code: edm train.py]
+    c.model.update(augment_dim=9)  # augment_dim=9 when --augment > 0 [code: edm train.py]
   return paper_base.apply_smoke(c, tokens)

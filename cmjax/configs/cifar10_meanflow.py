@@ -16,12 +16,13 @@ Deviations the lead must know:
 - BACKBONE: the authors' SongUNet (DDPM++: 128 channels, mult (2, 2, 2), 4 blocks, attention at 16,
   FIR [1,3,3,1], channel_mult_noise 2) embeds t and h = t - r each with a positional embedding
   (sin/cos swapped, 256 channels) and CONCATENATES them before map_layer0 (512 -> 512)
-  [code: models/unet.py SongUNet.forward]. cmjax's song_unet does not take c_noise_2 yet (it
-  raises), so this config validates but cannot train until it does (see the MeanFlow report).
-- AUGMENTATION: the code uses EDM's augment pipe (p = 0.12; x-flips, integer translation,
-  isotropic/anisotropic scaling; rotations and y-flips off) and feeds its 6 labels to the net
-  (augment_dim = 6) [code: training/train_loop.py, models/model_configs.py]. cmjax has no
-  augmentation pipeline: random x-flips stand in for it (as in configs/cifar10_edm.py).
+  [code: models/unet.py SongUNet.forward]; cmjax's song_unet concatenates the embedding of its
+  second time (c_noise_2) the same way.
+- AUGMENTATION: the code uses EDM's augment pipe, AugmentPipe(p=0.12, xflip=1e8, yflip=0, scale=1,
+  rotate_frac=0, aniso=1, translate_frac=1) (x-flips, fractional translation, isotropic and
+  anisotropic scaling) and feeds its 6 labels to the net (augment_dim = 6) [code:
+  meanflow/training/train_loop.py, models/model_configs.py]: data.augment=0.12 with preset
+  'meanflow_cifar10' and model.augment_dim=6 here (random_flip off: the pipe flips).
 - EMA: the code updates its EMA (0.9999) every 16 steps with decay 0.9999^16 [code: models/ema.py];
   cmjax updates every step with 0.9999 (the same horizon).
 - Warm-up: linear from 1e-8 over 200 epochs = 9,600 steps [code: train.py LinearLR].
@@ -33,9 +34,11 @@ from cmjax.configs import paper_base
 def get_config(variant: str = ""):
   tokens = paper_base.parse_variant(variant, "cifar10_meanflow", known=("v0",))
   c = paper_base.base("meanflow")
-  paper_base.cifar10(c, random_flip=True)  # stands in for the EDM augment pipe (see docstring)
+  paper_base.cifar10(c, random_flip=False)  # the augment pipe flips (see docstring)
+  c.data.update(augment=0.12, augment_preset="meanflow_cifar10")  # --use_edm_aug [code: train_loop.py]
   paper_base.cifar10_ddpmpp(c, dropout=0.2)  # --dropout 0.2 [code: cifar10_v1.sh]
-  c.model.update(channel_mult_noise=2,  # 'channel_mult_noise': 2 [code: models/model_configs.py]
+  c.model.update(augment_dim=6,  # its 6 labels [code: models/model_configs.py]
+                 channel_mult_noise=2,  # 'channel_mult_noise': 2 [code: models/model_configs.py]
                  resample_filter=(1, 3, 3, 1))  # 'resample_filter': [1,3,3,1] [code: model_configs.py]
   c.meanflow.update(tr_sampler="v1",  # --tr_sampler=v1 [code: cifar10_v1.sh]
                     p_mean_t=-0.6, p_std_t=1.6,  # --P_mean_t -0.6 --P_std_t 1.6 [code: cifar10_v1.sh]

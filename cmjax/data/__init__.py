@@ -27,6 +27,7 @@ import os
 import jax
 
 from cmjax.errors import ConfigError
+from cmjax.data import augment as aug
 from cmjax.data.digits import IMAGE_SHAPE as DIGITS_SHAPE, NUM_HELDOUT, NUM_IMAGES, load_digits_split
 from cmjax.data.folder import FolderSource, image_extensions, list_images
 from cmjax.data.pipeline import ArraySource, BatchIterator, DataError, IndexedSource
@@ -74,6 +75,26 @@ def num_classes(config) -> int:
   return NUM_CLASSES[name]
 
 
+def _check_augment(config, need) -> None:
+  """data.augment / augment_preset against the data kind, data.random_flip and model.augment_dim."""
+  d = config.data
+  need(0.0 <= d.augment <= 1.0, f"data.augment is a probability in [0, 1], got {d.augment}")
+  need(d.augment_preset in aug.PRESETS,
+       f"unknown data.augment_preset {d.augment_preset!r}; known: {sorted(aug.PRESETS)}")
+  if d.augment == 0:
+    return
+  need(data_kind(config) == "images", "data.augment applies to images, not to the 2-D toy data")
+  options = aug.PRESETS[d.augment_preset]
+  need(not (d.random_flip and options.get("xflip", 0) > 0),
+       f"data.random_flip and data.augment_preset={d.augment_preset!r} both flip images; EDM's "
+       f"pipeline flips already (set data.random_flip=False)")
+  want, have = aug.augment_dim(**options), config.model.get("augment_dim", None)
+  need(have is not None, f"data.augment needs a network that takes augmentation labels "
+       f"(model.augment_dim: song_unet, adm); {config.model.name} has none")
+  need(have == want, f"model.augment_dim={have} must equal the {want} labels of data.augment_preset="
+       f"{d.augment_preset!r}")
+
+
 def check_data_config(config, process_count: int | None = None) -> None:
   """Raises ConfigError (one line) for the first problem of config.data with the batch size.
 
@@ -108,6 +129,7 @@ def check_data_config(config, process_count: int | None = None) -> None:
        f"train.batch_size {gb} is not divisible by the process count {process_count}")
   if data_kind(config) == "points":
     need(not d.random_flip, "data.random_flip applies to images, not to the 2-D toy data")
+  _check_augment(config, need)
   label_dim, classes = config.model.get("label_dim", 0), NUM_CLASSES[name]
   if label_dim > 0:
     need(classes > 0, f"model.label_dim={label_dim} needs class labels but data set {name!r} has none "

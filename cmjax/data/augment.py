@@ -65,7 +65,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Mapping
+from typing import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -439,3 +439,17 @@ def edm_augment(keys: Array, images: Array, p, **options) -> tuple:
     raise ValueError(f"augment: {keys.shape[0]} keys for {images.shape[0]} images (one key per "
                      f"example)")
   return augment_from_draws(images, sample_draws(keys, **options), p, **options)
+
+
+PRESETS = {"edm_cifar10": EDM_CIFAR10, "meanflow_cifar10": MEANFLOW_CIFAR10}
+
+
+def make_augment(p: float, preset: str) -> Callable:
+  """`augment(keys (B,), images (B,H,W,C)) -> (images, labels (B, augment_dim))` for
+  `train_step.make_train_step(augment=...)`: `edm_augment` with probability `p` and the options
+  of a named preset ('edm_cifar10': EDM's --augment, 'meanflow_cifar10': py-meanflow's)."""
+  if preset not in PRESETS:
+    raise ConfigError(f"unknown data.augment_preset {preset!r}; known: {sorted(PRESETS)}")
+  _check_p(p)
+  options = PRESETS[preset]
+  return lambda keys, images: edm_augment(keys, images, p, **options)

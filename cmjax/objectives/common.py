@@ -61,20 +61,24 @@ def check_distance(obj) -> None:
   require(obj.lpips_resize >= 0, f"lpips_resize must be >= 0, got {obj.lpips_resize}")
 
 
-def condition_on_labels(model_fn: Callable, objective, labels: Optional[Array]):
-  """(model_fn, objective) conditioned on (B,) class labels (None: both unchanged).
+def condition_on_labels(model_fn: Callable, objective, labels: Optional[Array],
+                        augment_labels: Optional[Array] = None):
+  """(model_fn, objective) conditioned on (B,) class labels and (B, A) augmentation labels
+  (None: unchanged).
 
   The objectives call model_fn(params, x, t[, keys]) and teacher_fn(params, x, t) on the same
   B examples, so binding the batch's labels here makes every method class-conditional
-  without a labels argument in each objective (a teacher gets the same labels).
+  without a labels argument in each objective (a teacher gets the same class labels). The
+  augmentation labels (EDM's pipeline, `cmjax.data.augment`) reach the trained network (and so its
+  target network) only; a teacher sees no augmentation labels (zeros, as at sampling).
   """
-  if labels is None:
+  if labels is None and augment_labels is None:
     return model_fn, objective
   teacher_fn = getattr(objective, "teacher_fn", None)
-  if teacher_fn is not None:
+  if teacher_fn is not None and labels is not None:
     objective = dataclasses.replace(
         objective, teacher_fn=lambda p, x, t: teacher_fn(p, x, t, labels=labels))
-  return bind_labels(model_fn, labels), objective
+  return bind_labels(model_fn, labels, augment_labels), objective
 
 
 def split_keys(keys: Array, num: int) -> list[Array]:
