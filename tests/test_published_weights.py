@@ -22,7 +22,9 @@ from conftest import ROOT
 
 PKL = os.path.join(ROOT, "tests", "assets", "edm_cifar_smoke_vp.pkl")
 REF = os.path.join(ROOT, "tests", "assets", "edm_cifar_smoke_vp.npz")
-MATCH = ["--config.model.model_channels=8"]  # the file's width; the smoke net is otherwise equal
+# The file's width and no augmentation labels (the file is an EDM network trained without
+# --augment); the smoke net is otherwise equal.
+MATCH = ["--config.model.model_channels=8", "--config.model.augment_dim=0", "--config.data.augment=0.0"]
 tfds = pytest.importorskip("tensorflow_datasets")
 
 
