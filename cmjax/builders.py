@@ -105,5 +105,5 @@ def build(config, mesh=None) -> Built:
                data_kind=data_kind(config), durations=durations, compute_dtype=compute_dtype,
                model=model, objective=objective, family=family, precond=precond,
                model_fn=make_model_fn(model, precond, compute_dtype),
-               optimizer=build_optimizer(config.optim, durations.warmup_steps, durations.lr_schedule),
+               optimizer=build_optimizer(config.optim, lr=durations.lr_schedule),
                named_samplers=family.named_samplers(config), batch_sharding=batch_sharding)

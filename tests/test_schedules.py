@@ -114,7 +114,7 @@ def test_the_builders_optimiser_follows_the_decayed_schedule():
   c.optim.update(name="adam", lr=1e-2, warmup_steps=0, lr_decay="cosine")
   c.train.num_steps = 4
   d = resolve_durations(c)
-  opt = build_optimizer(c.optim, d.warmup_steps, d.lr_schedule)
+  opt = build_optimizer(c.optim, lr=d.lr_schedule)
   p = {"w": jnp.zeros(3)}
   st = opt.init(p)
   sizes = []
