@@ -11,7 +11,7 @@ from cmjax import config_base
 from cmjax.data import (DATASETS, check_data_config, data_kind, image_shape,
                         num_classes as data_num_classes)
 from cmjax.errors import ConfigError  # noqa: F401 - re-exported
-from cmjax.models import MODELS, model_fields
+from cmjax.models import MODELS, model_fields, num_classes
 from cmjax.objectives import OBJECTIVES, build_objective
 
 
@@ -108,6 +108,9 @@ def validate_config(config, num_devices: int) -> None:
   need(ev.ode_solver in ("heun", "euler"), f"unknown eval.ode_solver {ev.ode_solver!r}; known: 'heun', 'euler'")
   _check_model(config, need)
   objective = build_objective(config)  # the objective's own checks (its __post_init__)
+  null = getattr(objective, "num_classes", 0)  # an objective that evaluates the null class itself
+  need(not null or null == num_classes(config.model), f"{config.method}.num_classes={null} must "
+       f"equal model.label_dim={num_classes(config.model)} (the null class id)")
   objective.family.check_config(config, need)
   _check_setup(config, need)
 

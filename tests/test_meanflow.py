@@ -320,3 +320,55 @@ def test_guidance_on_a_transparent_class_conditional_model():
                              rtol=1e-5)
   with pytest.raises(ValueError, match="num_classes"):
     MeanFlowObjective(cfg_omega=2.0)
+
+
+def test_the_train_step_hands_the_batch_labels_to_the_guided_target():
+  """`condition_on_labels` gives MeanFlow (uses_labels) the batch's labels and a model_fn that still
+  takes labels= (for u(z, t, t | null)), with the augmentation labels bound; the train step's loss
+  is then the guided loss, not the conditional loss with the labels bound into model_fn."""
+  import dataclasses
+
+  import optax
+
+  from cmjax.objectives.common import condition_on_labels
+  from cmjax.train_state import TrainState
+  from cmjax.train_step import make_train_step
+  obj, x, _, _, _, _ = _setup(8)
+  w = jnp.asarray([0.5, -1.0, 2.0, 0.0])  # per-class offsets; the null class (id 3) adds 0
+  y = jnp.asarray([0, 1, 2, 0, 1, 2, 0, 1])
+  g = dataclasses.replace(obj, cfg_omega=1.0, cfg_kappa=0.5, class_dropout_prob=0.2, num_classes=3)
+  s = lambda q: q.reshape(-1, 1, 1, 1)  # noqa: E731
+  seen = []
+
+  def model(q, z, tt, keys=None, labels=None, t2=None, augment_labels=None):
+    seen.append(augment_labels)
+    return q["a"] * z + q["b"] * s(tt) + q["c"] * s(t2) + s(w[labels])
+
+  p = {"a": jnp.asarray(0.3), "b": jnp.asarray(-0.7), "c": jnp.asarray(0.4)}
+  opt = optax.sgd(0.0)
+  state = TrainState(step=jnp.asarray(0, jnp.int32), params=p, ema_params=p,
+                     opt_state=opt.init((p, {})))
+  key = jax.random.key(5)
+  _, m = jax.jit(make_train_step(model, g, opt, 0.9))(state, {"image": jnp.asarray(x), "label": y},
+                                                      key)
+  ks = example_keys(key, 0, 8)
+  guided = float(jnp.mean(dataclasses.replace(g, labels=y)(model, p, jnp.asarray(x), ks, 0)[0]))
+  plain = float(jnp.mean(dataclasses.replace(obj, num_classes=3, labels=y)(
+      model, p, jnp.asarray(x), ks, 0)[0]))
+  np.testing.assert_allclose(float(m["loss"]), guided, rtol=1e-5)
+  assert abs(guided - plain) > 1e-3 * abs(plain)  # guidance changes the loss here
+  aug = jnp.ones((8, 2))
+  mf, o = condition_on_labels(model, g, y, aug)
+  assert o.labels is y and mf(p, jnp.asarray(x), jnp.full((8,), 0.5), None, labels=y,
+                              t2=jnp.zeros(8)).shape == x.shape
+  assert seen[-1] is aug
+
+
+def test_guided_digits_config_validates_and_its_null_class_must_be_the_label_dim():
+  from cmjax.config_validation import validate_config
+  from cmjax.configs import digits_meanflow_cfg
+  c = digits_meanflow_cfg.get_config()
+  validate_config(c, 1)
+  c.model.label_dim = 0
+  with pytest.raises(ConfigError, match=r"meanflow.num_classes=10 must equal model.label_dim=0"):
+    validate_config(c, 1)

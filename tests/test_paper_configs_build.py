@@ -21,6 +21,7 @@ PAPER_CONFIGS = {  # name -> (method, extra variants)
     "cifar10_ect_1hour": ("ect", ()),
     "cifar10_sct": ("sct", ()),
     "cifar10_meanflow": ("meanflow", ("v0", "v0,smoke")),
+    "cifar10_fm": ("fm", ()),
     "imagenet64_ect": ("ect", ()),
     "imagenet64_ict": ("ict", ("deep",)),
 }
@@ -118,3 +119,14 @@ def test_sct_values():  # [paper sCM App. G.2]
   assert (c.sct.tangent_norm_c, c.sct.tangent_warmup_steps) == (0.1, 10_000)
   assert c.train.batch_size == 512 and c.train.ema_halflife_kimg == 500
   assert c.model.dropout == 0.2 and c.eval.t_mid == 1.1
+
+
+def test_fm_is_the_meanflow_recipe_with_the_flow_matching_loss():
+  """cifar10_fm trains MeanFlow's network, augmentation, optimiser and schedule (cifar10_v1.sh)
+  with the flow-matching loss and the script's t sampler."""
+  fm, mf = _get("cifar10_fm"), _get("cifar10_meanflow")
+  for section in ("model", "data", "optim", "train"):
+    assert fm[section].to_dict() == mf[section].to_dict(), section
+  assert (fm.fm.time_sampling, fm.fm.p_mean, fm.fm.p_std) == ("logit_normal", mf.meanflow.p_mean_t,
+                                                              mf.meanflow.p_std_t)
+  assert fm.model.augment_dim == 6 and fm.data.augment == 0.12 and fm.eval.ode_steps == 18

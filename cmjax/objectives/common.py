@@ -14,7 +14,10 @@ drives the curricula; extra holds what some objectives need besides the online p
 Class attributes tell the trainer what to build:
   family            the model family (`cmjax.families`): preconditioner, samplers, time axis,
   uses_target       keep an EMA target network in the train state,
-  teacher_method    the objective name a teacher checkpoint must come from (None: no teacher).
+  teacher_method    the objective name a teacher checkpoint must come from (None: no teacher),
+  uses_labels       the objective reads the batch's class labels itself (MeanFlow's guidance
+                    evaluates the network on other labels): `condition_on_labels` hands it
+                    `labels=` and a model_fn that still takes `labels=`.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ class ObjectiveBase:
   family = EDM_CONSISTENCY
   uses_target = False
   teacher_method: Optional[str] = None
+  uses_labels = False
 
   def target_ema(self, step: Array) -> Array:
     """Decay mu(k) of the target network theta- <- mu theta- + (1 - mu) theta."""
@@ -71,9 +75,18 @@ def condition_on_labels(model_fn: Callable, objective, labels: Optional[Array],
   without a labels argument in each objective (a teacher gets the same class labels). The
   augmentation labels (EDM's pipeline, `cmjax.data.augment`) reach the trained network (and so its
   target network) only; a teacher sees no augmentation labels (zeros, as at sampling).
+  An objective with `uses_labels` (MeanFlow's classifier-free guidance folded into the target)
+  gets dataclasses.replace(objective, labels=labels) and a model_fn that still takes `labels=`
+  (with the augmentation labels bound), so it can evaluate the network on the null class.
   """
   if labels is None and augment_labels is None:
     return model_fn, objective
+  if labels is not None and getattr(objective, "uses_labels", False):
+    objective = dataclasses.replace(objective, labels=labels)
+    if augment_labels is None:
+      return model_fn, objective
+    return (lambda params, x, t, dropout_keys=None, labels=None, t2=None: model_fn(
+        params, x, t, dropout_keys, labels=labels, t2=t2, augment_labels=augment_labels)), objective
   teacher_fn = getattr(objective, "teacher_fn", None)
   if teacher_fn is not None and labels is not None:
     objective = dataclasses.replace(

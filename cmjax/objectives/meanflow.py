@@ -26,8 +26,7 @@ the z-tangent and the target use the guided velocity
 label is replaced by null (= num_classes: a zero one-hot for the U-Nets, DiT's extra class) with
 probability class_dropout_prob, and its v_g by v_t. The objective then needs the batch's labels
 and an unbound model_fn: `uses_labels = True` asks `condition_on_labels` (objectives/common.py) for
-dataclasses.replace(objective, labels=labels) instead of binding them into model_fn (that change
-is the lead's; until it lands a class-conditional run trains the unguided conditional loss).
+dataclasses.replace(objective, labels=labels) instead of binding them into model_fn.
 """
 from __future__ import annotations
 
