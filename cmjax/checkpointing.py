@@ -188,6 +188,7 @@ class Checkpointer:
     self._pending: int | None = None  # step of the save in flight
     self._failed_reported = False
     self._warned_unverified = False
+    self._state_trees = {}  # step -> the saved state's metadata tree (Orbax reads it in ~0.5 s)
 
   def latest_step(self) -> int | None:
     """The newest complete checkpoint's step, or None."""
@@ -200,6 +201,7 @@ class Checkpointer:
     """Starts an asynchronous save of checkpoint `step` (with the CRC-32 of every array of
     `state`, computed here before the save starts); returns whether one was started."""
     self.wait()  # surfaces a failure of the previous asynchronous save under its own step
+    self._state_trees.pop(step, None)
     args = ocp.args.Composite(state=ocp.args.StandardSave(state),
                               config=ocp.args.JsonSave(config), meta=ocp.args.JsonSave(meta),
                               checksums=ocp.args.JsonSave(state_checksums(state)))
@@ -216,15 +218,21 @@ class Checkpointer:
   def saved_tree(self, step: int) -> dict:
     """{'params/Conv_0/kernel': shape, ...} of the state saved in checkpoint `step`, read from
     its metadata without reading any array."""
-    tree = self._manager.item_metadata(step)["state"].tree
+    tree = self._state_tree(step)
     return {name: tuple(m.shape) for name, m in _leaf_paths(tree)}
 
   def saved_shapes(self, step: int, field: str):
     """The shapes and dtypes of `field` (a TrainState field, e.g. 'teacher_params') as saved in
     checkpoint `step`: a tree of jax.ShapeDtypeStruct (None if nothing was saved there), read
     from the checkpoint's metadata without reading its arrays."""
-    tree = self._manager.item_metadata(step)["state"].tree[field]
+    tree = self._state_tree(step)[field]
     return jax.tree.map(lambda m: jax.ShapeDtypeStruct(tuple(m.shape), m.dtype), tree)
+
+  def _state_tree(self, step: int):
+    """The metadata tree of the state saved at `step`, read once per step and Checkpointer."""
+    if step not in self._state_trees:
+      self._state_trees[step] = self._manager.item_metadata(step)["state"].tree
+    return self._state_trees[step]
 
   def restore(self, step: int, abstract_state) -> tuple:
     """Restores (state, meta) at `step` into `abstract_state`'s shapes, dtypes and shardings.
@@ -291,6 +299,7 @@ class Checkpointer:
   def _set_aside(self, step: int, error: Exception) -> str:
     """Renames an unreadable checkpoint to '<step>.unreadable' (kept for inspection, not
     deleted), so training can write that step again; returns 'step: why'."""
+    self._state_trees.pop(step, None)
     src = os.path.join(self.directory, str(step))
     dst = f"{src}.unreadable"
     n = 1

@@ -80,6 +80,8 @@ train.log_every          steps between TensorBoard scalar writes
 train.checkpoint_every   steps between checkpoints (one is also written at the end)
 train.keep_checkpoints   how many checkpoints to keep
 train.sample_every       steps between PNG grids of EMA samples (0: only at the end)
+eval.at_end              evaluate and write the sample grids when training ends (False: summary.json
+                         has no quality metrics; measure them later with --mode eval)
 eval.num_samples         samples for digits-FD (>= 1000)
 eval.batch_size          sampling batch size
 eval.t_mid               second noise level of 2-step sampling (TrigFlow time for sct/scd)
@@ -152,7 +154,7 @@ def get_config() -> ml_collections.ConfigDict:
       compile_cache="auto", log_every=50, checkpoint_every=1000, keep_checkpoints=3,
       sample_every=0))
   c.eval = ml_collections.ConfigDict(dict(
-      num_samples=2048, batch_size=512, t_mid=0.821, grid_rows=10, ode_steps=18, ode_solver="heun",
+      at_end=True, num_samples=2048, batch_size=512, t_mid=0.821, grid_rows=10, ode_steps=18, ode_solver="heun",
       checkpoint=-1, params="ema", weights="", pr_k=3, fid_weights="", fid_reference="", fid_num_samples=50_000))
   c.sample = ml_collections.ConfigDict(dict(
       checkpoint=-1, params="ema", weights="", sigmas=(), ode_steps=0, num=64, seed=0, tag="", class_label=-1,

@@ -111,13 +111,20 @@ def init_train_state(model, optimizer, key, image_shape, objective=None,
   kw = {"class_labels": jnp.zeros((1,), jnp.int32)} if num_classes else {}
   if num_times == 2:
     kw["c_noise_2"] = jnp.zeros((1,), jnp.float32)
-  params = model.init(key, x, jnp.zeros((1,), jnp.float32), train=False, **kw)["params"]
-  if init_params is not None:
-    params = jax.tree.map(lambda p, q: jnp.asarray(q, p.dtype).reshape(p.shape), params, init_params)
-  aux = objective.init_aux(jax.random.fold_in(key, 1)) if objective is not None else {}
   uses_target = objective is not None and objective.uses_target
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                    ema_params=jax.tree.map(jnp.copy, params),
-                    opt_state=optimizer.init((params, aux)), aux_params=aux,
-                    target_params=jax.tree.map(jnp.copy, params) if uses_target else None,
-                    teacher_params=teacher_params, distance_params=distance_params)
+
+  def fresh(key, init_params):
+    params = model.init(key, x, jnp.zeros((1,), jnp.float32), train=False, **kw)["params"]
+    if init_params is not None:
+      params = jax.tree.map(lambda p, q: jnp.asarray(q, p.dtype).reshape(p.shape), params,
+                            init_params)
+    aux = objective.init_aux(jax.random.fold_in(key, 1)) if objective is not None else {}
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      ema_params=jax.tree.map(jnp.copy, params),
+                      opt_state=optimizer.init((params, aux)), aux_params=aux,
+                      target_params=jax.tree.map(jnp.copy, params) if uses_target else None)
+
+  # One compiled program (an eager flax init compiles and dispatches every op on its own: ~9 s
+  # for the digits U-Net on a CPU); inside a caller's jit or eval_shape it is traced inline.
+  state = jax.jit(fresh)(key, init_params)
+  return state.replace(teacher_params=teacher_params, distance_params=distance_params)

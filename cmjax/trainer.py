@@ -91,7 +91,8 @@ def _resume_train_evaluate(run: Run, ckpt, workdir: str, is_main: bool) -> dict:
       return {"preempted": True, "steps": ckpt.latest_step()}
     state, train_seconds, compile_seconds, skipped, memory = out
     ckpt.wait()
-    result = evaluate(run.built, run.sampler, state.ema_params, workdir, is_main)
+    result = (evaluate(run.built, run.sampler, state.ema_params, workdir, is_main)
+              if config.eval.at_end else {})
   finally:
     writer.close()
   final_step = int(state.step)

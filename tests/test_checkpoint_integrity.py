@@ -27,7 +27,7 @@ from cmjax.errors import (CheckpointCorruptError, CheckpointMismatchError, Check
 # A cancelled save's coroutines are dropped on purpose (checkpointing.abort_background_saves).
 pytestmark = pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMOKE = ["--config", "configs/digits_ect.py:smoke"]
+SMOKE = ["--config", "configs/digits_ect.py:smoke", "--config.eval.at_end=False"]  # files, not quality
 
 
 def _state(v: int):
@@ -312,9 +312,11 @@ def test_cd_student_with_a_replaced_teacher_is_refused_and_kept(tmp_path, capsys
   import launch
 
   t, t2, s = tmp_path / "T", tmp_path / "T2", tmp_path / "S"
-  edm = ["launch.py", "--config", "configs/toy2d_edm.py", "--config.train.num_steps=2"]
+  edm = ["launch.py", "--config", "configs/toy2d_edm.py", "--config.train.num_steps=2",
+         "--config.eval.at_end=False"]
   cd = ["launch.py", "--config", "configs/toy2d_cd.py", "--workdir", str(s),
-        f"--config.cd.teacher_workdir={t}", "--config.cd.init_from_teacher=False"]
+        f"--config.cd.teacher_workdir={t}", "--config.cd.init_from_teacher=False",
+        "--config.eval.at_end=False"]
   assert launch.main(edm + ["--workdir", str(t)]) == 0
   assert launch.main(cd + ["--config.train.num_steps=2"]) == 0
   assert launch.main(edm + ["--workdir", str(t2), "--config.model.hidden=64"]) == 0

@@ -16,7 +16,7 @@ from cmjax.data import ArraySource
 from _helpers import restore_latest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SMOKE = ["--config", "configs/digits_ect.py:smoke"]
+SMOKE = ["--config", "configs/digits_ect.py:smoke", "--config.eval.at_end=False"]  # faults, not quality
 
 
 def _nan_at(step_to_poison):
@@ -46,7 +46,7 @@ def test_nonfinite_step_stops_and_names_last_good_checkpoint(tmp_path, capsys, m
 @pytest.mark.slow
 def test_nonfinite_step_skipped_and_counted(tmp_path, monkeypatch):
   monkeypatch.setattr(ArraySource, "batch", _nan_at(1))
-  rc = launch.main(["launch.py", *SMOKE, "--config.train.num_steps=4",
+  rc = launch.main(["launch.py", *SMOKE, "--config.train.num_steps=4", "--config.eval.at_end=True",
                     "--config.train.skip_nonfinite=True", "--workdir", str(tmp_path)])
   assert rc == 0
   summary = json.load(open(tmp_path / "summary.json"))
@@ -139,7 +139,9 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, capsys):
   assert (tmp_path / "checkpoints" / "4.unreadable").is_dir()   # set aside, not deleted
   assert "checkpoint 6" in captured.err and (tmp_path / "checkpoints" / "6.unreadable").is_dir()
   assert checkpointing.Checkpointer(str(tmp_path / "checkpoints")).all_steps() == [2, 4]
-  assert json.load(open(tmp_path / "summary.json"))["steps"] == 4
+  summary = json.load(open(tmp_path / "summary.json"))
+  assert summary["steps"] == 4  # eval.at_end=False: no quality metrics, no sample grids
+  assert "fd_digits_1step" not in summary and not (tmp_path / "samples_1step.png").exists()
 
 
 def _dir_kib(path) -> int:

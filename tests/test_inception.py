@@ -121,7 +121,11 @@ def test_param_shapes_match_torch_counts():
 
 @pytest.mark.parametrize("hw", [(32, 32), (40, 24), (299, 299)])
 def test_output_shape(hw):
-  abstract = jax.eval_shape(I.init_inception_params, jax.random.key(0))
+  abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
+                          I.init_inception_params(jax.random.key(0)))
+  assert jax.tree.structure(abstract) == jax.tree.structure(jax.eval_shape(
+      lambda k: I.InceptionV3FID().init(k, jnp.zeros((1, I.SIZE, I.SIZE, 3)))["params"],
+      jax.random.key(0)))
   out = jax.eval_shape(I.inception_features, abstract, jax.ShapeDtypeStruct((2, *hw, 3), jnp.float32))
   assert out.shape == (2, I.FEATURE_DIM) and out.dtype == jnp.float32
 

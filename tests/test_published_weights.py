@@ -64,7 +64,8 @@ def test_init_from_starts_the_run_from_the_file_and_trains(tmp_path, capsys):
   for a, b in zip(jax.tree.leaves(start.params), jax.tree.leaves(want)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   with tfds.testing.mock_data(num_examples=16):
-    rc = launch.main(["launch.py", "--config", args[0], *args[1:], "--workdir", str(tmp_path)])
+    rc = launch.main(["launch.py", "--config", args[0], *args[1:], "--workdir", str(tmp_path),
+                      "--config.eval.at_end=False"])
   assert rc == 0, capsys.readouterr().err[-2000:]
   assert (tmp_path / "summary.json").exists()
 

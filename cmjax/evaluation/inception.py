@@ -48,7 +48,7 @@ import jax.numpy as jnp
 from cmjax.arrays import repeat_grayscale  # noqa: F401 - part of this module's API
 import numpy as np
 
-from cmjax.param_files import checked_params, flatten_params, read_npz
+from cmjax.param_files import checked_params, flatten_params, read_npz, unflatten_params
 
 Array = jax.Array
 
@@ -293,13 +293,26 @@ def features_from_uint8(feature_fn: Callable[[Array], Array], images) -> Array:
 
 
 def init_inception_params(rng: Array) -> dict:
-  """Random params (flax init: BN identity; for shapes/tests only, NOT the FID network). rng: PRNG key."""
-  return InceptionV3FID().init(rng, jnp.zeros((1, SIZE, SIZE, 3), jnp.float32))["params"]
+  """Random params of the network's shapes, for shapes/tests only (NOT the FID network): conv
+  kernels ~ N(0, 1 / fan_in) (flax's LeCun-normal default), batch norms the identity (mean 0,
+  var 1, scale 1, bias 0). rng: PRNG key. Drawn on the host from a seed taken from rng: an eager
+  flax init would compile hundreds of small ops and run the network once (~10 s on a CPU)."""
+  seed = np.asarray(jax.random.key_data(rng)).ravel().astype(np.uint32)
+  gen = np.random.default_rng(seed)
+  flat = {}
+  for key, shape in param_shapes().items():
+    leaf = key.rsplit("/", 1)[-1]
+    if leaf == "kernel":
+      flat[key] = (gen.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))).astype(np.float32)
+    else:
+      flat[key] = (np.ones if leaf in ("var", "scale") else np.zeros)(shape, np.float32)
+  return jax.tree.map(jnp.asarray, unflatten_params(flat))
 
 
 @functools.lru_cache(maxsize=1)
 def _param_shapes() -> tuple[tuple[str, tuple[int, ...]], ...]:
-  tree = jax.eval_shape(init_inception_params, jax.random.key(0))
+  tree = jax.eval_shape(lambda k: InceptionV3FID().init(k, jnp.zeros((1, SIZE, SIZE, 3), jnp.float32)),
+                        jax.random.key(0))["params"]
   return tuple((k, tuple(v.shape)) for k, v in flatten_params(tree).items())
 
 
