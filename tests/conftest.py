@@ -39,6 +39,7 @@ def pytest_collection_modifyitems(config, items):
       item.add_marker(pytest.mark.slow)
       if not LONG:
         item.add_marker(pytest.mark.skip(reason="long: set CMJAX_LONG_TESTS=1 to run it"))
-  # Slow tests first (stable: files keep their order within each group), so that with xdist the
-  # last tests to finish are short ones and both workers end together.
+  # Slow tests first (stable: files keep their order within each group): with xdist's worksteal
+  # (pyproject addopts) a worker runs its queue from the front and idle workers take from the
+  # back, so the last tests to finish are short ones and both workers end together.
   items.sort(key=lambda item: 0 if item.get_closest_marker("slow") else 1)
