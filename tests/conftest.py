@@ -31,6 +31,14 @@ import pytest  # noqa: E402
 LONG = bool(os.environ.get("CMJAX_LONG_TESTS"))
 
 
+def pytest_configure(config):
+  """With -n N and no --dist given, xdist's 'worksteal' instead of 'load': idle workers take tests
+  queued on a busy one (see the ordering below)."""
+  if getattr(config.option, "dist", None) == "load" and not any(
+      str(a).startswith("--dist") for a in config.invocation_params.args):
+    config.option.dist = "worksteal"
+
+
 def pytest_collection_modifyitems(config, items):
   """`@pytest.mark.long`: minutes of CPU each, or the same code path as a cheaper test at another
   size (docs/testing.md lists them). They are also `slow`, and run only with CMJAX_LONG_TESTS=1."""
@@ -40,6 +48,6 @@ def pytest_collection_modifyitems(config, items):
       if not LONG:
         item.add_marker(pytest.mark.skip(reason="long: set CMJAX_LONG_TESTS=1 to run it"))
   # Slow tests first (stable: files keep their order within each group): with xdist's worksteal
-  # (pyproject addopts) a worker runs its queue from the front and idle workers take from the
+  # (pytest_configure above) a worker runs its queue from the front and idle workers take from the
   # back, so the last tests to finish are short ones and both workers end together.
   items.sort(key=lambda item: 0 if item.get_closest_marker("slow") else 1)
