@@ -164,12 +164,14 @@ def make_model_fn(model, precond, compute_dtype=None) -> Callable:
 
 
 def bind_labels(fn: Callable, labels: Optional[Array], augment_labels: Optional[Array] = None) -> Callable:
-  """fn(params, x, t, keys=None, t2=None) with fixed (B,) class labels and/or (B, A) augmentation
-  labels, so objectives and samplers that call fn(params, x, t[, keys]) condition on them (both
-  None: fn itself)."""
+  """fn(params, x, t, keys=None, t2=None, labels=labels) with (B,) class labels as the default and
+  (B, A) augmentation labels fixed, so objectives and samplers that call fn(params, x, t[, keys])
+  condition on them, and one that passes labels= (MeanFlow's guidance: the null class) still can
+  (both None: fn itself)."""
   if labels is None and augment_labels is None:
     return fn
-  return lambda params, x, t, dropout_keys=None, t2=None: fn(
+  bound = labels
+  return lambda params, x, t, dropout_keys=None, t2=None, labels=bound: fn(
       params, x, t, dropout_keys, labels=labels, t2=t2, augment_labels=augment_labels)
 
 

@@ -82,11 +82,8 @@ def condition_on_labels(model_fn: Callable, objective, labels: Optional[Array],
   if labels is None and augment_labels is None:
     return model_fn, objective
   if labels is not None and getattr(objective, "uses_labels", False):
-    objective = dataclasses.replace(objective, labels=labels)
-    if augment_labels is None:
-      return model_fn, objective
-    return (lambda params, x, t, dropout_keys=None, labels=None, t2=None: model_fn(
-        params, x, t, dropout_keys, labels=labels, t2=t2, augment_labels=augment_labels)), objective
+    return (bind_labels(model_fn, None, augment_labels),
+            dataclasses.replace(objective, labels=labels))
   teacher_fn = getattr(objective, "teacher_fn", None)
   if teacher_fn is not None and labels is not None:
     objective = dataclasses.replace(
