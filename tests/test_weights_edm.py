@@ -254,7 +254,7 @@ def test_files_that_do_not_fit_give_one_line():
   with pytest.raises(WeightsFileError, match="resample_filter"):
     to_cmjax(fir)
   with pytest.raises(WeightsFileError, match="unsupported backbone class 'FooNet' \\(supported: "
-                     "SongUNet, DhariwalUNet\\)"):
+                     "SongUNet, DhariwalUNet, UNet\\)"):
     to_cmjax(dataclasses.replace(r, backbone_class="FooNet"))
   with pytest.raises(WeightsFileError, match="unsupported preconditioner class 'iDDPMPrecond'"):
     preconditioner_from(dataclasses.replace(r, precond_class="iDDPMPrecond"))

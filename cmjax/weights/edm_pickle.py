@@ -10,7 +10,9 @@ The file is read by `cmjax.weights.safe_pickle` (no code from the file runs, no 
 constructor kwargs, every parameter and buffer under its torch name, e.g.
 'model.enc.32x32_conv.weight'); `to_cmjax(read)` -> (config.model kwargs, params) for
 `cmjax.models.song_unet.SongUNet` (EDM's SongUNet: DDPM++ / NCSN++) or
-`cmjax.models.adm_unet.ADMUNet` (EDM's DhariwalUNet), mapped as tests/test_song_unet.py and
+`cmjax.models.adm_unet.ADMUNet` (EDM's DhariwalUNet) or, for EDM2's pickles (NVlabs/edm2
+`Precond` + `UNet`, edm2-img64-*.pkl / edm2-img512-*.pkl; `cmjax.weights.edm2_pickle`),
+`cmjax.models.edm2_unet.EDM2UNet`, mapped as tests/test_song_unet.py and
 tests/test_adm_unet.py map weights: Linear (out, in) -> Dense kernel (in, out), Conv2d
 (O, I, kh, kw) -> kernel (kh, kw, I, O), GroupNorm weight -> scale, 'enc.8x8_block0.norm0' ->
 'enc_8x8_block0/norm0'. Buffers are checked (resample filters) or returned (NCSN++'s Fourier
@@ -21,11 +23,12 @@ from __future__ import annotations
 import dataclasses
 import numpy as np
 
+from cmjax.weights import edm2_pickle
 from cmjax.weights.safe_pickle import (ModuleRecord, PersistentObject, WeightsFileError,
                                        load_pickle)
 
-PRECONDITIONERS = ("EDMPrecond", "VPPrecond", "VEPrecond", "ECMPrecond")
-BACKBONES = {"SongUNet": "song_unet", "DhariwalUNet": "adm"}
+PRECONDITIONERS = ("EDMPrecond", "VPPrecond", "VEPrecond", "ECMPrecond", edm2_pickle.PRECOND)
+BACKBONES = {"SongUNet": "song_unet", "DhariwalUNet": "adm", edm2_pickle.BACKBONE: "edm2"}
 
 # EDM's constructor defaults (training/networks.py; identical in locuslab/ect), for the kwargs a
 # pickle did not record because train.py left them at their defaults.
@@ -46,17 +49,19 @@ class EDMNetwork:
 
   Attributes:
     path, entry: the file and its top-level entry read ('ema').
-    precond_class: 'EDMPrecond' | 'VPPrecond' | 'VEPrecond' | 'ECMPrecond'.
+    precond_class: 'EDMPrecond' | 'VPPrecond' | 'VEPrecond' | 'ECMPrecond' | 'Precond' (EDM2).
     precond_config: the preconditioner's scalar attributes as pickled (constructor defaults
       applied): img_resolution, img_channels, label_dim, use_fp16, sigma_data, sigma_min,
       sigma_max, beta_d, beta_min, M, epsilon_t, ... (whichever the class has).
-    backbone_class: 'SongUNet' | 'DhariwalUNet'.
+    backbone_class: 'SongUNet' | 'DhariwalUNet' | 'UNet' (EDM2).
     backbone_kwargs: the backbone's constructor kwargs as recorded by EDM's persistence.
-    tensors: torch name ('model.map_layer0.weight') -> numpy array (the file's dtype and torch
-      layout), parameters and persistent buffers.
+    tensors: torch name ('model.map_layer0.weight'; EDM2: 'unet.enc.64x64_conv.weight',
+      'logvar_linear.weight') -> numpy array (the file's dtype and torch layout), parameters and
+      persistent buffers.
     buffers: the names in `tensors` that are buffers, not parameters.
     owners: torch name -> class name of the module holding it ('Linear', 'Conv2d', ...).
     source_sha256: hash of the embedded networks.py source (never executed).
+    precond_kwargs: the preconditioner's recorded constructor kwargs (EDM2: logvar_channels).
   """
   path: str
   entry: str
@@ -68,6 +73,7 @@ class EDMNetwork:
   buffers: frozenset
   owners: dict
   source_sha256: str
+  precond_kwargs: dict = dataclasses.field(default_factory=dict)
 
 
 def _walk(obj, prefix: str, tensors: dict, buffers: set, owners: dict, where: str) -> None:
@@ -100,8 +106,8 @@ def read_edm_pickle(path: str, entry: str = "ema") -> EDMNetwork:
 
   Args:
     path: the .pkl file.
-    entry: the top-level entry holding the network; 'ema' (what EDM's generate.py and ECT's
-      --transfer use).
+    entry: the top-level entry holding the network; 'ema' (what EDM's generate.py, EDM2's
+      generate_images.py and ECT's --transfer use).
   Raises WeightsFileError (UnsafePickleError for a refused global), one line.
   """
   data = load_pickle(path)
@@ -115,10 +121,11 @@ def read_edm_pickle(path: str, entry: str = "ema") -> EDMNetwork:
   if net.class_name not in PRECONDITIONERS:
     raise WeightsFileError(f"{path}: unsupported preconditioner class '{net.class_name}' "
                            f"(supported: {', '.join(PRECONDITIONERS)})")
-  model = (net.state.get("_modules") or {}).get("model")
+  sub = "unet" if net.class_name == edm2_pickle.PRECOND else "model"
+  model = (net.state.get("_modules") or {}).get(sub)
   if not isinstance(model, PersistentObject):
-    raise WeightsFileError(f"{path}: {net.class_name} has no persistent 'model' submodule")
-  if model.class_name not in BACKBONES:
+    raise WeightsFileError(f"{path}: {net.class_name} has no persistent '{sub}' submodule")
+  if model.class_name not in BACKBONES or (sub == "unet") != edm2_pickle.is_edm2(net):
     raise WeightsFileError(f"{path}: unsupported backbone class '{model.class_name}' "
                            f"(supported: {', '.join(BACKBONES)})")
   tensors, buffers, owners = {}, set(), {}
@@ -127,7 +134,7 @@ def read_edm_pickle(path: str, entry: str = "ema") -> EDMNetwork:
             for k, v in net.state.items() if not k.startswith("_") and k != "training"
             and _scalar(v)}
   return EDMNetwork(path, entry, net.class_name, config, model.class_name, model.init_kwargs,
-                    tensors, frozenset(buffers), owners, model.source_sha256)
+                    tensors, frozenset(buffers), owners, model.source_sha256, net.init_kwargs)
 
 
 def _model_kwargs(read: EDMNetwork) -> dict:
@@ -216,9 +223,14 @@ def to_cmjax(read: EDMNetwork) -> tuple[dict, dict]:
   (`make_model` refuses the kwargs when SongUNet has no such field). Resample-filter buffers
   are checked against the recorded resample_filter.
 
+  EDM2's UNet -> 'edm2' (`cmjax.weights.edm2_pickle.edm2_to_cmjax`; its log-variance head is
+  returned by `load_edm_network`, not here).
+
   Raises WeightsFileError, one line: the first tensor that does not fit the cmjax layout (its
   torch name, expected and found shapes), a missing parameter, or a buffer that disagrees.
   """
+  if read.backbone_class == edm2_pickle.BACKBONE:
+    return edm2_pickle.edm2_to_cmjax(read)[:2]
   if read.backbone_class not in BACKBONES:
     raise WeightsFileError(f"{read.path}: unsupported backbone class '{read.backbone_class}' "
                            f"(supported: {', '.join(BACKBONES)})")
@@ -279,11 +291,15 @@ def make_model(model_kwargs: dict):
 
 @dataclasses.dataclass
 class ImportedNetwork:
-  """`load_edm_network`'s result: backbone kwargs/params, the preconditioner and the raw read."""
+  """`load_edm_network`'s result: backbone kwargs/params, the preconditioner and the raw read;
+  logvar_params: EDM2's log-variance head (`cmjax.models.edm2_precond.EDM2Logvar` params) when
+  the file has one, else None. The head only weights EDM2's training loss (u(sigma), Eq. 21):
+  sampling never uses it, and no cmjax objective takes it (train.init_from ignores it)."""
   model_kwargs: dict
   params: dict
   precond: object
   read: EDMNetwork
+  logvar_params: dict | None = None
 
 
 def load_edm_network(path: str, entry: str = "ema") -> ImportedNetwork:
@@ -296,6 +312,9 @@ def load_edm_network(path: str, entry: str = "ema") -> ImportedNetwork:
   from cmjax.weights.edm_preconds import preconditioner_from
 
   read = read_edm_pickle(path, entry)
+  if read.backbone_class == edm2_pickle.BACKBONE:
+    kwargs, params, logvar = edm2_pickle.edm2_to_cmjax(read)
+    return ImportedNetwork(kwargs, params, preconditioner_from(read), read, logvar)
   kwargs, params = to_cmjax(read)
   return ImportedNetwork(kwargs, params, preconditioner_from(read), read)
 

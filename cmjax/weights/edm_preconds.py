@@ -83,12 +83,13 @@ class VEPreconditioner:
 
 def preconditioner_from(read):
   """The preconditioner recorded in an `EDMNetwork` (cmjax.weights.edm_pickle.read_edm_pickle):
-  EDMPrecond -> EDMPreconditioner(sigma_data), ECMPrecond -> ConsistencyPreconditioner(
+  EDMPrecond and EDM2's Precond -> EDMPreconditioner(sigma_data) (EDM2's Precond computes EDM's
+  c_skip, c_out, c_in and c_noise = ln(sigma) / 4 in the same float32 order), ECMPrecond -> ConsistencyPreconditioner(
   sigma_data, sigma_min), VPPrecond -> VPPreconditioner(beta_d, beta_min, M, epsilon_t),
   VEPrecond -> VEPreconditioner(sigma_min, sigma_max). Unknown classes: one-line error."""
   c, cls = read.precond_config, read.precond_class
   try:
-    if cls == "EDMPrecond":
+    if cls in ("EDMPrecond", "Precond"):
       return EDMPreconditioner(float(c["sigma_data"]))
     if cls == "ECMPrecond":
       return ConsistencyPreconditioner(float(c["sigma_data"]), float(c["sigma_min"]))
@@ -100,4 +101,4 @@ def preconditioner_from(read):
   except KeyError as e:
     raise WeightsFileError(f"{read.path}: {cls} without its '{e.args[0]}' setting") from None
   raise WeightsFileError(f"{read.path}: unsupported preconditioner class '{cls}' (supported: "
-                         f"EDMPrecond, ECMPrecond, VPPrecond, VEPrecond)")
+                         f"EDMPrecond, ECMPrecond, VPPrecond, VEPrecond, Precond (EDM2))")

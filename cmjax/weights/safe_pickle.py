@@ -13,7 +13,8 @@ anything is called. What comes back:
     their source never executed;
   * other torch modules (ModuleDict, ...) -> `ModuleRecord` (class name, state);
   * bound methods (ECT's ECMLoss keeps `self.t_to_r`) -> `MethodRef` (never resolved);
-  * dicts, OrderedDicts, EasyDicts, lists, tuples, sets, numbers, strings, numpy scalars.
+  * dicts, OrderedDicts, EasyDicts, lists, tuples, sets, numbers, strings, numpy scalars;
+  * numpy arrays (numeric) -> `safe_numpy.NumpyArray` records (`.array`).
 
 The storage formats (torch/serialization.py): legacy = 5 consecutive pickles (magic number,
 protocol version 1001, sys info, the object with persistent ids
@@ -37,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from cmjax.errors import WeightsFileError  # noqa: F401 - re-exported
+from cmjax.weights.safe_numpy import ALLOWED_NUMPY, numpy_global
 
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER
 LEGACY_PROTOCOL = 1001
@@ -54,7 +56,6 @@ _STORAGE_DTYPES = {
     "LongStorage": "<i8", "IntStorage": "<i4", "ShortStorage": "<i2", "CharStorage": "i1",
     "ByteStorage": "u1", "BoolStorage": "?", "BFloat16Storage": "bfloat16",
 }
-_NUMERIC_DTYPE_CHARS = set("?bBhHiIlLqQefdgFD")
 
 
 @dataclasses.dataclass
@@ -157,27 +158,6 @@ def _strided(storage: _Storage, offset, size, stride, where: str) -> np.ndarray:
   view = np.lib.stride_tricks.as_strided(flat[offset:], shape=size,
                                          strides=tuple(s * item for s in stride), writeable=False)
   return np.array(view, copy=True, order="C")
-
-
-def _np_dtype(spec, align=False, copy=True):
-  """Stand-in for numpy.dtype(spec): numeric dtypes only (no object / structured types)."""
-  if not (isinstance(spec, str) and len(spec) <= 4):
-    raise WeightsFileError(f"refused numpy dtype {spec!r}")
-  dt = np.dtype(spec)
-  if dt.char not in _NUMERIC_DTYPE_CHARS:
-    raise WeightsFileError(f"refused numpy dtype {spec!r}")
-  return dt
-
-
-def _np_scalar(dtype, data=None):
-  """Stand-in for numpy.core.multiarray.scalar(dtype, bytes): a numeric numpy scalar."""
-  if not isinstance(dtype, np.dtype) or dtype.char not in _NUMERIC_DTYPE_CHARS:
-    raise WeightsFileError(f"refused numpy scalar of dtype {dtype!r}")
-  if isinstance(data, str):  # protocol 0-2 pickles store the bytes as a latin-1 string
-    data = data.encode("latin1")
-  if not isinstance(data, (bytes, bytearray)) or len(data) != dtype.itemsize:
-    raise WeightsFileError(f"bad numpy scalar data for dtype {dtype}")
-  return np.frombuffer(bytes(data), dtype)[0]
 
 
 def _codecs_encode(text, encoding="utf-8"):
@@ -294,10 +274,8 @@ def _allowed(u: RestrictedUnpickler, module: str, name: str):
     return u.reconstruct_persistent
   if (module, name) == ("dnnlib.util", "EasyDict"):
     return EasyDict
-  if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "scalar":
-    return _np_scalar
-  if (module, name) == ("numpy", "dtype"):
-    return _np_dtype
+  if module == "numpy" or module.startswith("numpy."):
+    return numpy_global(module, name)
   return None
 
 
@@ -310,7 +288,7 @@ ALLOWED = (
     *(f"torch.{n}" for n in _STORAGE_DTYPES),
     *(f"{m}.{n}" for m, n in sorted(_MODULE_CLASSES)),
     "torch_utils.persistence._reconstruct_persistent_obj", "dnnlib.util.EasyDict",
-    "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar", "numpy.dtype (numeric)",
+    *ALLOWED_NUMPY,
 )
 
 
