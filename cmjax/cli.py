@@ -36,6 +36,7 @@ MODES = {
     "edit": "zero-shot editing with config.edit.* (inpaint, colorize, superres, interpolate, sdedit)",
     "eval": "digits-FD or 2-D metrics, precision/recall, FID with eval.fid_weights; WORKDIR/eval.json",
     "trajectories": "toy2d_gmm8: exact PF-ODE trajectories and the model's f along them",
+    "encode": "images -> the VAE latent data set of data.name='latent' with config.encode.* (once)",
 }
 _MULTIHOST = {"coordinator_address": "Multi-host: host:port of process 0.",
               "num_processes": "Multi-host: number of processes.",
@@ -338,6 +339,9 @@ def _main(argv: list[str], workdir_out: list) -> int:
     elif mode == "eval":
       from cmjax.modes.evaluate import evaluate
       evaluate(config, workdir)
+    elif mode == "encode":
+      from cmjax.modes.encode import encode
+      encode(config, workdir)
     else:
       from cmjax.trainer import train_and_evaluate
       train_and_evaluate(config, workdir)

@@ -7,10 +7,18 @@ method                   objective name (cmjax.objectives.OBJECTIVES)
 data.name                'digits' (embedded sklearn digits, 8x8x1, 10 classes), 'toy2d_gmm8' or
                          'toy2d_checkerboard' (2-D distributions with exact metrics), 'cifar10' (TFDS
                          cifar10, 32x32x3, 10 classes), 'imagenet64' (TFDS imagenet_resized/64x64,
-                         1000 classes) or 'folder' (PNG/JPEG files under data.path, no labels)
+                         1000 classes), 'folder' (PNG/JPEG files under data.path, no labels) or
+                         'latent' (SD-VAE latents written by --mode encode under data.path,
+                         (resolution/8, resolution/8, 4); docs/latent.md)
 data.data_dir            TFDS data_dir of cifar10 / imagenet64 ('' = TFDS's default)
-data.path                'folder': the directory of images (searched recursively)
-data.resolution          'folder': images are centre-cropped to a square and resized to this side
+data.path                'folder': the directory of images (searched recursively); 'latent': the
+                         latent data set's directory (--mode encode writes it there)
+data.resolution          'folder': images are centre-cropped to a square and resized to this side;
+                         'latent': the image side the latents were encoded at (256 -> 32x32x4)
+data.vae_weights         'latent': the VAE .npz (scripts/convert_sd_vae.py, its .json beside it) that
+                         --mode encode encodes with and sampling decodes with (grids, FID)
+data.latent_sample       'latent': train on a posterior sample (mean + std * eps) * 0.18215 (the
+                         MeanFlow code's choice) instead of the posterior mean
 data.random_flip         flip each training image horizontally with probability 1/2
 data.augment             EDM's non-leaky augmentation (cmjax/data/augment.py) with this probability p
                          (0: off); the network gets the augmentation labels (model.augment_dim)
@@ -104,6 +112,11 @@ sample.*                 --mode sample (a trained workdir): checkpoint (-1 = new
                          models: -1 = a random class per sample, else this class); search_t_mid: ternary search of the
                          2-step middle level in [search_lo, search_hi] (search_iters rounds,
                          search_num samples per point, scored by digits-FD or SWD)
+encode.*                 --mode encode (writes the latent data set data.path from images): source
+                         ('folder': the images under encode.path, labels = sorted sub-folder names
+                         when encode.labels='subfolders' (ImageNet's train/ layout), else none;
+                         'tfds': TFDS data set encode.tfds_name from encode.data_dir), batch_size
+                         (images encoded at a time), shard_size (records per array_record shard)
 edit.*                   --mode edit: task ('inpaint', 'colorize', 'superres', 'interpolate',
                          'sdedit'), inputs ('0:16' or '3,5,7' = held-out indices, or comma-separated
                          image files), mask (inpaint: 'bottom', 'top', 'left', 'right', 'center',
@@ -120,7 +133,7 @@ from cmjax.objectives import OBJECTIVES, objective_fields
 
 # Sections that never change what a run trains: a resumed run (and every inference mode) may set
 # them freely. Everything else must match the checkpoint's config, except RESUMABLE_TRAIN_FIELDS.
-RESUMABLE_SECTIONS = ("eval", "sample", "edit")
+RESUMABLE_SECTIONS = ("eval", "sample", "edit", "encode")
 # train.* fields that set the run's length and reporting, not what one step computes.
 RESUMABLE_TRAIN_FIELDS = ("num_steps", "duration_kimg", "sharding", "log_every", "checkpoint_every",
                           "keep_checkpoints", "sample_every", "force_lock", "preempt_check_every",
@@ -139,7 +152,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.method = "ect"
   c.data = ml_collections.ConfigDict(dict(
       name="digits", data_dir="", path="", resolution=0, random_flip=False, read_threads=8,
-      prefetch=2, augment=0.0, augment_preset="edm_cifar10"))
+      prefetch=2, augment=0.0, augment_preset="edm_cifar10", vae_weights="", latent_sample=True))
   c.model = model_config("unet", channels=32)
   c.param = ml_collections.ConfigDict(dict(sigma_data=0.5, sigma_min=0.002, sigma_max=80.0))
   for method in OBJECTIVES:  # one section per objective, from its dataclass defaults
@@ -159,6 +172,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.sample = ml_collections.ConfigDict(dict(
       checkpoint=-1, params="ema", weights="", sigmas=(), ode_steps=0, num=64, seed=0, tag="", class_label=-1,
       search_t_mid=False, search_lo=0.1, search_hi=10.0, search_iters=4, search_num=1024))
+  c.encode = ml_collections.ConfigDict(dict(
+      source="folder", path="", labels="subfolders", tfds_name="", data_dir="", batch_size=64,
+      shard_size=10_000))
   c.edit = ml_collections.ConfigDict(dict(
       task="inpaint", inputs="0:16", mask="bottom", factor=2,
       sigmas=(80.0, 10.0, 5.0, 2.0, 1.0, 0.5), corrupt_std=0.5, interp_steps=8, checkpoint=-1,

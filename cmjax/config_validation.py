@@ -111,6 +111,13 @@ def validate_config(config, num_devices: int) -> None:
   null = getattr(objective, "num_classes", 0)  # an objective that evaluates the null class itself
   need(not null or null == num_classes(config.model), f"{config.method}.num_classes={null} must "
        f"equal model.label_dim={num_classes(config.model)} (the null class id)")
+  if null and config.model.name == "dit":  # the objective feeds DiT the null class itself
+    m = config.model
+    need(m.null_class or m.class_dropout_prob > 0, f"{config.method} evaluates the null class: "
+         f"DiT needs its row (model.null_class=True)")
+    need(not (getattr(objective, "class_dropout_prob", 0) > 0 and m.class_dropout_prob > 0),
+         f"{config.method}.class_dropout_prob and model.class_dropout_prob would both drop labels; "
+         f"set model.class_dropout_prob=0 and model.null_class=True")
   objective.family.check_config(config, need)
   _check_setup(config, need)
 
@@ -129,7 +136,12 @@ def _check_model(config, need) -> None:
          f"model.channels {m.channels} must be a positive multiple of model.groups {m.groups}")
   need(m.name == "mlp" or data_kind(config) != "points",
        f"data {config.data.name} is 2-D points: it needs model.name='mlp', not {m.name!r}")
-  if m.name in _UNETS and data_kind(config) == "images":
+  if m.name == "dit" and data_kind(config) != "points":
+    h, w, ch = image_shape(config)
+    need(m.input_size == h == w and m.in_channels == ch, f"model.input_size={m.input_size} and "
+         f"model.in_channels={m.in_channels} do not fit data {config.data.name}'s examples of shape "
+         f"{(h, w, ch)} (DiT takes input_size x input_size x in_channels)")
+  if m.name in _UNETS and data_kind(config) != "points":
     mult = tuple(m.channel_mult)
     h, w = image_shape(config)[:2]
     need(len(mult) >= 1, f"model.channel_mult is empty; {m.name} needs at least one level")

@@ -19,6 +19,7 @@ from cmjax.builders import COMPUTE_DTYPES, build, stream_key  # noqa: F401 - re-
 from cmjax.data import build_source
 from cmjax.exact_gmm import gmm8, jax_denoiser
 from cmjax.lpips import load_lpips_params
+from cmjax.latent_vae import latent_decoder
 from cmjax.sampler import Sampler
 from cmjax.teacher import load_init_file, load_init_params, load_teacher
 from cmjax.data.augment import make_augment
@@ -76,7 +77,7 @@ class Run:
                                     if config.data.augment > 0 else None))
     self.train_step = jax.jit(step, in_shardings=(self.state_sharding, self.batch_sharding, rep),
                               out_shardings=(self.state_sharding, rep), donate_argnums=0)
-    self.sampler = Sampler(built)
+    self.sampler = Sampler(built, latent_decoder(config, self.mesh))  # latents: decoded to pixels
 
   def init_state(self):
     return self._init(stream_key(self.config.seed, "init"), self._frozen, self._init_params)

@@ -4,6 +4,11 @@ Sample i depends only on (config.seed, seed_offset, i), not on the batch size or
 count; for a class-conditional model so does its class. The spec's family
 (`cmjax.families.family_of_spec`) builds the sampling function; consistency samplers take their
 levels traced, so one compile serves every list of the same length (the t_mid search tries many).
+
+Latent models (data kind 'latents'): `Sampler(built, decoder=(decode_fn, vae_params))` decodes the
+sampled latents to pixels in the same jitted program (decode_fn(vae_params, z (B, h, w, c)) ->
+(B, 8h, 8w, 3) in [-1, 1]; `cmjax.latent_vae.latent_decoder` reads it from data.vae_weights), so
+grids, sample files and FID all see images.
 """
 from __future__ import annotations
 
@@ -30,10 +35,11 @@ def draw_classes(z_key, index, classes: int):
 class Sampler:
   """Jitted samplers of one built config (`cmjax.builders.Built`), cached per spec."""
 
-  def __init__(self, built):
+  def __init__(self, built, decoder=None):
     self.built = built
     self.config = built.config
     self._cache = {}
+    self.decoder = decoder  # None, or (decode_fn, vae_params): latents -> pixels (module docstring)
 
   def _compiled(self, spec: tuple):
     """(jitted sampler, its traced levels) for a sampler spec."""
@@ -45,7 +51,7 @@ class Sampler:
       sh = parallel.batch_sharding(b.mesh)
       bs, shape, classes = self.config.eval.batch_size, b.image_shape, b.num_classes
 
-      def sample(params, z_key, renoise_key, start, class_label, traced_levels):
+      def sample(params, z_key, renoise_key, start, class_label, traced_levels, vae_params):
         z = jax.lax.with_sharding_constraint(sampling.sample_noise(z_key, bs, shape, start), sh)
         labels = None
         if classes:  # class_label >= 0: that class; else class i ~ U{0..classes-1} from key i
@@ -53,14 +59,18 @@ class Sampler:
           labels = jnp.where(class_label >= 0, class_label, drawn).astype(jnp.int32)
         s = (spec[0], traced_levels) if traced else spec
         fn = family.make_sample_fn(s, bind_labels(b.model_fn, labels), self.config.param)
-        return fn(params, z, renoise_key, start)
+        x = fn(params, z, renoise_key, start)
+        if self.decoder is not None:
+          x = jax.lax.with_sharding_constraint(self.decoder[0](vae_params, x), sh)
+        return x
 
       self._cache[key] = jax.jit(sample, out_shardings=sh)
     return self._cache[key], (jnp.asarray(spec[1], jnp.float32) if traced else None)
 
   def generate(self, params, num: int, spec: tuple, seed_offset: int = 0,
                class_label: int = -1) -> np.ndarray:
-    """`num` samples (num, ...) from `params` with sampler `spec` (`cmjax.families`), on the mesh.
+    """`num` samples (num, ...) from `params` with sampler `spec` (`cmjax.families`), on the mesh
+    (decoded to (num, H, W, 3) pixels for a latent model with a decoder).
 
     class_label: for a class-conditional model, -1 draws a class per sample (uniform), >= 0 uses
     that class for all. Every process must call this (it is a collective); all get all samples.
@@ -74,9 +84,10 @@ class Sampler:
     z_key, renoise_key = jax.jit(lambda: tuple(jax.random.split(jax.random.fold_in(
         stream_key(seed, "sample"), seed_offset))), out_shardings=(rep, rep))()
     fn, levels = self._compiled(spec)
+    vae_params = None if self.decoder is None else self.decoder[1]
     out = []
     for start in range(0, num, bs):
-      x = fn(params, z_key, renoise_key, start, class_label, levels)
+      x = fn(params, z_key, renoise_key, start, class_label, levels, vae_params)
       out.append(np.asarray(multihost_utils.process_allgather(x, tiled=True)))
     return np.concatenate(out)[:num]
 

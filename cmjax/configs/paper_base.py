@@ -70,16 +70,24 @@ def apply_smoke(c, tokens: set):
   """
   if "smoke" not in tokens:
     return c
+  if c.model.name == "dit":  # the latent configs (configs/imagenet256_*.py): a 1-block DiT
+    c.model.update(hidden_size=32, depth=1, num_heads=2)
+    return _smoke_run(c)
   res = 64 if c.data.name == "imagenet64" else 32
   # ADM's attention has 64 channels per head (EDM's DhariwalUNet; cmjax's adm drops attention
   # below 64 channels), so its tiny net keeps 32/64 channels; SongUNet's is single-head: 16.
   width = 32 if c.model.name == "adm" else 16
   c.model.update(model_channels=width, channel_mult=(1, 2), num_blocks=1,
                  attn_resolutions=(res // 2,))
-  c.train.update(batch_size=8, num_steps=2, duration_kimg=0.0, grad_accum=1, checkpoint_every=1,
-                 log_every=1, sample_every=0)
-  c.eval.update(num_samples=1000, batch_size=8, grid_rows=2, ode_steps=2, fid_num_samples=16)
   for method in ("cd", "ct"):
     if c.method == method and c[method].distance == "lpips":
       c[method].distance = "l2_squared"  # LPIPS needs converted VGG weights; not in tests
+  return _smoke_run(c)
+
+
+def _smoke_run(c):
+  """The run-length part of ':smoke': batch 8, 2 steps, checkpoints and logs every step."""
+  c.train.update(batch_size=8, num_steps=2, duration_kimg=0.0, grad_accum=1, checkpoint_every=1,
+                 log_every=1, sample_every=0)
+  c.eval.update(num_samples=1000, batch_size=8, grid_rows=2, ode_steps=2, fid_num_samples=16)
   return c

@@ -6,6 +6,8 @@ Data sets (config.data.name):
   'cifar10'              TFDS cifar10 train (50,000 x 32x32x3), 10 classes    (tfds_source.py)
   'imagenet64'           TFDS imagenet_resized/64x64 train (1,281,167 x 64x64x3), 1000 classes
   'folder'               the PNG/JPEG files under data.path, (resolution, resolution, 3), no labels
+  'latent'               SD-VAE latents encoded by `--mode encode` under data.path, (resolution / 8,
+                         resolution / 8, 4), the data set's classes                    (latent.py)
 
 The source protocol (`build_source(config, process_index, process_count)`):
   .batch(step) -> {'image': (local_batch, *image_shape) float32 in [-1, 1],
@@ -30,6 +32,7 @@ from cmjax.errors import ConfigError
 from cmjax.data import augment as aug
 from cmjax.data.digits import IMAGE_SHAPE as DIGITS_SHAPE, NUM_HELDOUT, NUM_IMAGES, load_digits_split
 from cmjax.data.folder import FolderSource, image_extensions, list_images
+from cmjax.data.latent import LatentSource, check_latent_config, latent_shape, read_meta
 from cmjax.data.pipeline import ArraySource, BatchIterator, DataError, IndexedSource
 from cmjax.data.tfds_source import TFDS_DATASETS, TfdsSource
 from cmjax.data.toy2d import Toy2DSource
@@ -45,31 +48,40 @@ _FIXED = {
     "toy2d_checkerboard": ((2,), 0, None),
     **{name: (shape, classes, size) for name, (_, shape, classes, size) in TFDS_DATASETS.items()},
 }
-# 'folder' has no fixed shape: use image_shape(config).
+# 'folder' and 'latent' have no fixed shape: use image_shape(config).
 IMAGE_SHAPES = {name: v[0] for name, v in _FIXED.items()}
 NUM_CLASSES = {**{name: v[1] for name, v in _FIXED.items()}, "folder": 0}
 
 
 def data_kind(config) -> str:
-  """What one example of config.data is: 'points' (the 2-D toy data, exact metrics) or 'images'
-  (digits, TFDS, folder). Evaluators, grids and the LPIPS check go by the kind, not the name."""
+  """What one example of config.data is: 'points' (the 2-D toy data, exact metrics), 'latents'
+  (VAE latents: the sampler decodes them to pixels, `cmjax.latent_vae`) or 'images' (digits,
+  TFDS, folder). Evaluators, grids and the LPIPS check go by the kind, not the name."""
+  if config.data.name == "latent":
+    return "latents"
   return "points" if len(image_shape(config)) == 1 else "images"
 
 
 def image_shape(config) -> tuple:
-  """The shape of one example of config.data, without reading the data (folder: (r, r, 3))."""
+  """The shape of one example of config.data, without reading the data (folder: (r, r, 3);
+  latent: (r / 8, r / 8, 4), r = data.resolution, the SD f8c4 VAE's latents)."""
   name = config.data.name
   if name == "folder":
     r = int(config.data.resolution)
     return (r, r, 3)
+  if name == "latent":
+    return latent_shape(config.data.resolution)
   if name not in IMAGE_SHAPES:
     raise ConfigError(f"unknown data set {name!r}; known: {sorted(DATASETS)}")
   return tuple(IMAGE_SHAPES[name])
 
 
 def num_classes(config) -> int:
-  """The classes of config.data's data set (0 = no labels), without reading the data."""
+  """The classes of config.data's data set (0 = no labels), without reading the data (latent:
+  from its latents.json; a missing one is a one-line DataError)."""
   name = config.data.name
+  if name == "latent":
+    return int(read_meta(config.data.path).get("num_classes", 0))
   if name not in NUM_CLASSES:
     raise ConfigError(f"unknown data set {name!r}; known: {sorted(DATASETS)}")
   return NUM_CLASSES[name]
@@ -120,6 +132,8 @@ def check_data_config(config, process_count: int | None = None) -> None:
     size = len(list_images(d.path))
     need(size > 0, f"no image files ({', '.join(image_extensions())}) under data.path {d.path!r}")
     what = f"{size} images under {d.path}"
+  elif name == "latent":
+    size, what = int(check_latent_config(config, need)["num_records"]), f"latents under {d.path}"
   else:
     need(not d.resolution, f"data.resolution applies only to data.name='folder'; {name} has the fixed "
          f"shape {IMAGE_SHAPES[name]} (leave data.resolution at 0)")
@@ -130,7 +144,7 @@ def check_data_config(config, process_count: int | None = None) -> None:
   if data_kind(config) == "points":
     need(not d.random_flip, "data.random_flip applies to images, not to the 2-D toy data")
   _check_augment(config, need)
-  label_dim, classes = config.model.get("label_dim", 0), NUM_CLASSES[name]
+  label_dim, classes = config.model.get("label_dim", 0), num_classes(config)
   if label_dim > 0:
     need(classes > 0, f"model.label_dim={label_dim} needs class labels but data set {name!r} has none "
          f"(set model.label_dim=0)")
@@ -169,8 +183,15 @@ def _folder(config, process_index, process_count, with_labels):
                       process_index, process_count, **_reader_options(config, with_labels))
 
 
+def _latent(config, process_index, process_count, with_labels):
+  return LatentSource(config.data.path, config.train.batch_size, config.seed, process_index,
+                      process_count, sample=config.data.latent_sample,
+                      **_reader_options(config, with_labels))
+
+
 DATASETS = {"digits": _digits, "toy2d_gmm8": _toy2d("gmm8"), "toy2d_checkerboard": _toy2d("checkerboard"),
-            "cifar10": _tfds("cifar10"), "imagenet64": _tfds("imagenet64"), "folder": _folder}
+            "cifar10": _tfds("cifar10"), "imagenet64": _tfds("imagenet64"), "folder": _folder,
+            "latent": _latent}
 
 
 def build_source(config, process_index: int = 0, process_count: int = 1, with_labels: bool | None = None):

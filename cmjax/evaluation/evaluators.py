@@ -102,7 +102,8 @@ class PointsEvaluator:
     save_scatter_png(samples[:4000], path, reference=ref)
 
 
-EVALUATORS = {"images": ImageEvaluator, "points": PointsEvaluator}
+EVALUATORS = {"images": ImageEvaluator, "points": PointsEvaluator,
+              "latents": ImageEvaluator}  # latent samples reach it decoded to pixels (cmjax.sampler)
 
 
 def evaluator_for(config, precision_recall_k: int = 0):

@@ -153,15 +153,17 @@ class LabelEmbedder(nn.Module):
   """DiT LabelEmbedder: labels (B,) int32 -> (B, hidden_size) float32 rows of a
   (num_classes + [dropout_prob > 0], hidden_size) table, N(0, 0.02^2) init. In training each label
   is replaced by the null class num_classes with probability dropout_prob (classifier-free
-  guidance, Ho & Salimans 2022), drawn from the 'dropout' rng stream."""
+  guidance, Ho & Salimans 2022), drawn from the 'dropout' rng stream. null_row: add the null row
+  even with dropout_prob = 0 (the caller drops labels itself)."""
   num_classes: int
   hidden_size: int
   dropout_prob: float
+  null_row: bool = False
 
   @nn.compact
   def __call__(self, labels: Array, train: bool) -> Array:
-    null = self.dropout_prob > 0
-    if train and null:
+    null = self.dropout_prob > 0 or self.null_row
+    if train and self.dropout_prob > 0:
       drop = jax.random.uniform(self.make_rng("dropout"), labels.shape) < self.dropout_prob
       labels = jnp.where(drop, self.num_classes, labels)
     table = self.param("embedding_table", _normal02,
@@ -209,6 +211,12 @@ class DiT(nn.Module):
     time_conditions: 1 = c_noise only (c_noise_2 is ignored); 2 = also c_noise_2 (B,) through a
       second TimestepEmbedder, added into c (shortcut models' dt embedding; MeanFlow's r). Then
       c_noise_2 is required, except at init.
+    null_class: give the label table its null-class row even with class_dropout_prob = 0, for an
+      objective that drops labels itself (MeanFlow's guidance: meanflow.class_dropout_prob; the
+      MeanFlow code's DiT always has the row, Gsunshine/meanflow models/models_dit.py).
+    remat: recompute each DiT block's activations in the backward pass (jax.checkpoint through
+      nn.remat) instead of storing them: less activation memory for about one more forward pass
+      of compute; the parameters (names, shapes) and the outputs are the same.
   """
   input_size: int = 32
   patch_size: int = 2
@@ -221,6 +229,8 @@ class DiT(nn.Module):
   label_dim: int = 0
   learn_sigma: bool = False
   time_conditions: int = 1
+  null_class: bool = False
+  remat: bool = False
 
   @property
   def out_channels(self) -> int:
@@ -229,8 +239,8 @@ class DiT(nn.Module):
 
   @property
   def has_null_class(self) -> bool:
-    """Whether the label table has the null-class row (DiT: class_dropout_prob > 0)."""
-    return self.label_dim > 0 and self.class_dropout_prob > 0
+    """Whether the label table has the null-class row (class_dropout_prob > 0 or null_class)."""
+    return self.label_dim > 0 and (self.class_dropout_prob > 0 or self.null_class)
 
   def _check(self, x: Array) -> None:
     """One ValueError line per bad field or input."""
@@ -291,7 +301,8 @@ class DiT(nn.Module):
           jnp.asarray(c_noise_2, jnp.float32), (batch,)))
     labels = self._labels(class_labels, batch)
     if labels is not None:
-      c = c + LabelEmbedder(self.label_dim, d, self.class_dropout_prob, name="y_embedder")(
+      c = c + LabelEmbedder(self.label_dim, d, self.class_dropout_prob, self.null_class,
+                            name="y_embedder")(
           labels, train)
     self.sow("intermediates", "conditioning", c)  # a no-op unless 'intermediates' is mutable
 
@@ -300,8 +311,9 @@ class DiT(nn.Module):
                 name="x_embedder")(x)
     h = h.reshape(batch, grid * grid, d)
     h = h + jnp.asarray(get_2d_sincos_pos_embed(d, grid), dt)[None]
+    block = nn.remat(DiTBlock) if self.remat else DiTBlock
     for i in range(self.depth):
-      h = DiTBlock(d, self.num_heads, self.mlp_ratio, name=f"blocks_{i}")(h, c)
+      h = block(d, self.num_heads, self.mlp_ratio, name=f"blocks_{i}")(h, c)
 
     h = FinalLayer(p * p * self.out_channels, name="final_layer")(h, c)
 

@@ -13,6 +13,7 @@ from cmjax.config_validation import check_resume_compatible
 from cmjax.errors import ConfigError
 from cmjax.families.edm_time import EDM_CONSISTENCY, EDM_DIFFUSION
 from cmjax.parametrization import ConsistencyPreconditioner, make_model_fn
+from cmjax.latent_vae import latent_decoder
 from cmjax.sampler import Sampler
 from cmjax.weights.files import check_same_backbone, load_network_file
 
@@ -98,10 +99,11 @@ def inference_setup(config, workdir: str, step: int = -1, which: str = "ema", we
                     field: str = "weights"):
   """(built, sampler, step, params) for an inference mode: the config built purely and the
   parameters restored from the workdir's checkpoint, or taken from the published network file
-  `weights` (then step is -1: no checkpoint)."""
+  `weights` (then step is -1: no checkpoint). A latent model's sampler decodes to pixels with the
+  VAE of data.vae_weights (`cmjax.latent_vae`)."""
   built = build(config)
   if weights:
     built, params = imported_network(built, weights, field)
-    return built, Sampler(built), -1, params
+    return built, Sampler(built, latent_decoder(config, built.mesh)), -1, params
   got, params = restore_params(built, workdir, step, which)
-  return built, Sampler(built), got, params
+  return built, Sampler(built, latent_decoder(config, built.mesh)), got, params

@@ -107,6 +107,9 @@ def check_edit_config(config, image_shape) -> None:
 def edit(config, workdir: str) -> dict:
   """`--mode edit`; returns the paths written and, for tasks with a reference, the mean squared
   error of the edit and of what the model saw, against the originals."""
+  if config.data.name == "latent":
+    raise ConfigError("--mode edit works on pixel-space models; this run generates VAE latents "
+                      "(data.name='latent'), whose edits would need the encoder in the loop")
   shape = image_shape(config)
   check_edit_config(config, shape)
   e = config.edit

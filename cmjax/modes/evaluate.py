@@ -82,6 +82,10 @@ def check_eval_config(config) -> None:
   if e.fid_weights and not e.fid_reference:
     raise ConfigError("eval.fid_reference must name the reference statistics .npz (it is computed "
                       "and cached there when missing)")
+  if e.fid_weights and config.data.name == "latent" and not os.path.isfile(e.fid_reference):
+    raise ConfigError(f"eval.fid_reference {e.fid_reference!r} does not exist; a latent run's "
+                      f"reference comes from the 256 px images (ADM's VIRTUAL_imagenet256_labeled"
+                      f".npz, docs/latent.md): the latents cannot stand in for them")
   if e.fid_num_samples < 2 or e.pr_k < 1:
     raise ConfigError(f"eval.fid_num_samples must be >= 2 and eval.pr_k >= 1 (got "
                       f"{e.fid_num_samples}, {e.pr_k})")
@@ -320,6 +324,10 @@ def training_image_chunks(config, chunk: int = REFERENCE_CHUNK):
   """Every training image of config.data once, as (<= chunk, H, W, 3) float32 in [-1, 1] (grey
   repeated), in a fixed seeded order (so the features kept for precision/recall are a uniform
   subset), read through the run's data source (TFDS, folder or digits; no flips)."""
+  if data_kind(config) == "latents":  # the pixels were never kept: the reference must be a file
+    raise ConfigError(f"eval.fid_reference {config.eval.fid_reference!r} does not exist; a latent "
+                      f"run's reference comes from the 256 px images (ADM's "
+                      f"VIRTUAL_imagenet256_labeled.npz, docs/latent.md)")
   if data_kind(config) != "images":
     raise ConfigError(f"FID needs image data, not {config.data.name}")
   cfg = config.copy_and_resolve_references()
