@@ -35,6 +35,10 @@ model.*                  backbone (cmjax.models.MODELS): its name and exactly it
                          (sample.class_label)
 param.sigma_data         data std sd in the preconditioning (0.5 for pixels in [-1, 1])
 param.sigma_min/max      boundary time eps (f(x, eps) = x) and the largest noise level T
+param.boundary_shift     consistency methods in EDM time: True = c_skip/c_out shifted by sigma_min so
+                         f(x, sigma_min) = x exactly (CM App. C; ECT's ECMPrecond); False = EDM's
+                         unshifted preconditioning, as ECT on EDM2 (locuslab/ect imgnet branch: EDM2's
+                         Precond; c_skip(sigma_min) = 1 - 1.6e-5 at sigma_data 0.5)
 <method>.*               the objective's hyperparameters, one section per method (cmjax.objectives
                          .OBJECTIVES), derived from the objective's dataclass defaults plus its
                          config-only SETUP_FIELDS (see each class in cmjax/objectives for meanings)
@@ -50,7 +54,8 @@ cd/ct.distance           'l2_squared', 'l2', 'l1', 'pseudo_huber' (with c) or 'l
 optim.name               'radam', 'adam' or 'muon'; lr, b1, b2, eps, warmup_steps, grad_clip (<=0 off),
                          weight_decay (decoupled, 0 off) are honoured for all; 'muon' orthogonalises
                          the momentum (muon_beta) of matrices and convolution kernels, AdamW the rest
-optim.lr_decay           'constant' (after the warm-up) or 'cosine' (to 0 at the last step)
+optim.lr_decay           'constant' (after the warm-up), 'cosine' (to 0 at the last step) or 'inv_sqrt'
+                         (EDM2's lr / sqrt(max(step / optim.lr_decay_steps, 1)), its ref_batches)
 optim.warmup_kimg        if > 0: the linear lr warm-up in thousands of images (EDM's lr ramp-up, 10,000
                          kimg on CIFAR-10); replaces warmup_steps
 train.sharding           'data' (replicated parameters) or 'fsdp' (parameters, EMA and optimiser
@@ -154,12 +159,13 @@ def get_config() -> ml_collections.ConfigDict:
       name="digits", data_dir="", path="", resolution=0, random_flip=False, read_threads=8,
       prefetch=2, augment=0.0, augment_preset="edm_cifar10", vae_weights="", latent_sample=True))
   c.model = model_config("unet", channels=32)
-  c.param = ml_collections.ConfigDict(dict(sigma_data=0.5, sigma_min=0.002, sigma_max=80.0))
+  c.param = ml_collections.ConfigDict(dict(sigma_data=0.5, sigma_min=0.002, sigma_max=80.0,
+                                           boundary_shift=True))
   for method in OBJECTIVES:  # one section per objective, from its dataclass defaults
     c[method] = ml_collections.ConfigDict(objective_fields(method))
   c.optim = ml_collections.ConfigDict(dict(
       name="radam", lr=1e-4, b1=0.9, b2=0.999, eps=1e-8, warmup_steps=0, warmup_kimg=0.0, grad_clip=0.0,
-      weight_decay=0.0, muon_beta=0.95, lr_decay="constant"))
+      weight_decay=0.0, muon_beta=0.95, lr_decay="constant", lr_decay_steps=0))
   c.train = ml_collections.ConfigDict(dict(
       sharding="data", batch_size=128, num_steps=200_000, duration_kimg=0.0, ema_rate=0.9999,
       ema_halflife_kimg=0.0, ema_rampup_ratio=0.0, ema_warmup=False, init_workdir="", init_from="", precision="fp32", grad_accum=1,

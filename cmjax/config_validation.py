@@ -58,8 +58,10 @@ def validate_config(config, num_devices: int) -> None:
   need(config.data.name in DATASETS, f"unknown data set {config.data.name!r}; known: {sorted(DATASETS)}")
   tr, ev, op, pa = config.train, config.eval, config.optim, config.param
   need(op.name in ("adam", "radam", "muon"), f"unknown optimizer {op.name!r}; known: 'adam', 'radam', 'muon'")
-  need(op.lr_decay in ("constant", "cosine"),
-       f"unknown optim.lr_decay {op.lr_decay!r}; known: 'constant', 'cosine'")
+  need(op.lr_decay in ("constant", "cosine", "inv_sqrt"),
+       f"unknown optim.lr_decay {op.lr_decay!r}; known: 'constant', 'cosine', 'inv_sqrt'")
+  need(op.lr_decay != "inv_sqrt" or op.lr_decay_steps > 0, f"optim.lr_decay='inv_sqrt' needs "
+       f"optim.lr_decay_steps > 0 (EDM2's ref_batches), got {op.lr_decay_steps}")
   need(0 <= op.muon_beta < 1, f"optim.muon_beta must be in [0, 1), got {op.muon_beta}")
   need(op.lr > 0, f"optim.lr must be positive, got {op.lr}")
   need(op.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {op.warmup_steps}")

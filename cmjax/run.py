@@ -19,6 +19,7 @@ from cmjax.builders import COMPUTE_DTYPES, build, stream_key  # noqa: F401 - re-
 from cmjax.data import build_source
 from cmjax.exact_gmm import gmm8, jax_denoiser
 from cmjax.lpips import load_lpips_params
+from cmjax.models.edm2_unet import edm2_force_normalize
 from cmjax.latent_vae import latent_decoder
 from cmjax.sampler import Sampler
 from cmjax.teacher import load_init_file, load_init_params, load_teacher
@@ -74,7 +75,8 @@ class Run:
                            skip_nonfinite=config.train.skip_nonfinite,
                            grad_accum=config.train.grad_accum,
                            augment=(make_augment(config.data.augment, config.data.augment_preset)
-                                    if config.data.augment > 0 else None))
+                                    if config.data.augment > 0 else None),
+                           project=edm2_force_normalize if config.model.name == "edm2" else None)
     self.train_step = jax.jit(step, in_shardings=(self.state_sharding, self.batch_sharding, rep),
                               out_shardings=(self.state_sharding, rep), donate_argnums=0)
     self.sampler = Sampler(built, latent_decoder(config, self.mesh))  # latents: decoded to pixels

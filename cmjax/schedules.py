@@ -97,15 +97,22 @@ def warmup_constant_lr(lr: float, warmup_steps: float) -> optax.Schedule:
 
 
 def lr_schedule(lr: float, warmup_steps: float, decay: str = "constant",
-                num_steps: int = 0) -> optax.Schedule:
+                num_steps: int = 0, decay_steps: float = 0) -> optax.Schedule:
   """The learning rate at each step: linear warm-up (`warmup_constant_lr`), then
   'constant': lr;  'cosine': lr (1 + cos(pi min(1, (s - w) / (N - w)))) / 2, reaching 0 at
-  s = N = num_steps (Loshchilov & Hutter 2017, without restarts)."""
+  s = N = num_steps (Loshchilov & Hutter 2017, without restarts);  'inv_sqrt':
+  lr / sqrt(max(s / decay_steps, 1)) (EDM2 training_loop.learning_rate_schedule, ref_batches =
+  decay_steps; its ramp-up is the warm-up's factor)."""
   base = warmup_constant_lr(lr, warmup_steps)
   if decay == "constant":
     return base
+  if decay == "inv_sqrt":
+    if decay_steps <= 0:
+      raise ValueError(f"optim.lr_decay='inv_sqrt' needs optim.lr_decay_steps > 0, got {decay_steps}")
+    return lambda step: base(step) * jax.lax.rsqrt(
+        jnp.maximum(jnp.asarray(step, jnp.float32) / decay_steps, 1.0))
   if decay != "cosine":
-    raise ValueError(f"unknown optim.lr_decay {decay!r}; known: 'constant', 'cosine'")
+    raise ValueError(f"unknown optim.lr_decay {decay!r}; known: 'constant', 'cosine', 'inv_sqrt'")
   span = max(float(num_steps) - max(warmup_steps, 0.0), 1.0)
 
   def schedule(step):
@@ -135,7 +142,8 @@ def resolve_durations(config) -> Durations:
   ema = ema_decay_schedule(t.ema_rate, t.ema_warmup, 1000.0 * t.ema_halflife_kimg, b,
                            t.ema_rampup_ratio)
   return Durations(steps, warmup, ema,
-                   lr_schedule(o.lr, warmup, o.get("lr_decay", "constant"), steps))
+                   lr_schedule(o.lr, warmup, o.get("lr_decay", "constant"), steps,
+                               o.get("lr_decay_steps", 0)))
 
 
 # ---------------------------------------------------------------------------------------------

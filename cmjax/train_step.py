@@ -33,7 +33,8 @@ def make_train_step(model_fn: Callable, objective: Callable, optimizer: optax.Gr
                     ema_rate: float | optax.Schedule, axis_name: Optional[str] = None,
                     lr_schedule: Optional[optax.Schedule] = None,
                     skip_nonfinite: bool = False, grad_accum: int = 1,
-                    augment: Optional[Callable] = None) -> Callable:
+                    augment: Optional[Callable] = None,
+                    project: Optional[Callable] = None) -> Callable:
   """Builds `train_step(state, batch, key) -> (state, metrics)`.
 
   Args:
@@ -59,6 +60,11 @@ def make_train_step(model_fn: Callable, objective: Callable, optimizer: optax.Gr
       its own key fold_in(example key, AUGMENT_STREAM) before the objective sees it (EDM
       augments inside its loss, training/loss.py), and the network is conditioned on its labels.
       The objective's own random streams are unchanged, so a run without augmentation is too.
+    project: None, or params -> params applied to the trained parameters at the start of every
+      step: the loss, gradient and update are computed at project(params), and the stored
+      parameters (and so the EMA) are project(params) + update. This is EDM2's forced weight
+      normalisation in EDM2's order (`cmjax.models.edm2_unet.edm2_force_normalize`; EDM2 and ECT
+      normalise the weights in place at each train-mode forward, before the optimiser step).
 
   Objectives with a target network (CT, CD) get it as extra['target'] and it is moved
   towards the new params with decay objective.target_ema(step); a teacher in the state is
@@ -89,7 +95,7 @@ def make_train_step(model_fn: Callable, objective: Callable, optimizer: optax.Gr
       per_example, terms = obj(mf, params, x, keys, state.step, {**frozen, "aux": aux})
       return jnp.mean(per_example), {k: jnp.mean(v) for k, v in terms.items()}
 
-    trainable = (state.params, state.aux_params)
+    trainable = (state.params if project is None else project(state.params), state.aux_params)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     if grad_accum == 1:
       (loss, terms), grads = grad_fn(trainable, x, keys, labels, aug)

@@ -1,6 +1,7 @@
 """Every paper config validates as shipped, and its ':smoke' variant (the network shrunk, nothing
 else) runs one real train step on `tfds.testing.mock_data` through the TFDS + grain source:
-cifar10 configs on DDPM++/NCSN++, the ImageNet-64 configs class-conditional on ADM."""
+cifar10 configs on DDPM++/NCSN++, the ImageNet-64 configs class-conditional on ADM (iCT) and
+EDM2 (ECT)."""
 import os
 
 import jax
@@ -42,9 +43,10 @@ def _teacher(config, workdir):
 
 
 # Each backbone family, data set and objective family runs in the suite (NCSN++ with a teacher,
-# DDPM++, TrigFlow's JVP, two times, ADM with labels); the others repeat one of those networks and
-# data paths with another objective (trained at digits and 2-D scale elsewhere): long tier.
-SMOKE_IN_SUITE = {"cifar10_cd", "cifar10_sct", "cifar10_meanflow", "imagenet64_ect"}
+# DDPM++, TrigFlow's JVP, two times, ADM with labels (iCT), EDM2 with labels and its forced weight
+# normalisation (ECT)); the others repeat one of those networks and data paths with another
+# objective (trained at digits and 2-D scale elsewhere): long tier.
+SMOKE_IN_SUITE = {"cifar10_cd", "cifar10_sct", "cifar10_meanflow", "imagenet64_ect", "imagenet64_ict"}
 
 
 @pytest.mark.slow

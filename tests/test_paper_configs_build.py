@@ -110,6 +110,36 @@ def test_ect_values():  # [code: locuslab/ect run_ecm*.sh, ct_train.py, imgnet b
   assert (i.ect.p_mean, i.ect.p_std) == (-0.8, 1.6)
   assert (i.model.dropout, i.model.dropout_max_res, i.eval.t_mid) == (0.4, 16, 1.526)
   assert i.train.batch_size == 128 and i.train.duration_kimg == 12_800  # 100k steps
+  # ECT's EDM2-S recipe: EDM2's network and unshifted preconditioning, lr 1e-3 / sqrt(max(s/2000, 1)).
+  assert (i.model.name, i.model.model_channels, i.model.label_dim) == ("edm2", 192, 1000)
+  assert (i.model.channel_mult, i.model.attn_resolutions) == ((1, 2, 3, 4), (16, 8))
+  assert i.param.boundary_shift is False and i.param.sigma_data == 0.5
+  assert (i.optim.name, i.optim.lr, i.optim.lr_decay, i.optim.lr_decay_steps) == (
+      "adam", 1e-3, "inv_sqrt", 2000)
+  assert (i.optim.b1, i.optim.b2, i.optim.warmup_steps, i.train.precision) == (0.9, 0.99, 0, "fp32")
+
+
+def test_imagenet64_ect_is_edm2_s():
+  """The shipped network has EDM2-S's 280,209,253 U-Net parameters (NVlabs/edm2's count, see
+  tests/test_edm2_unet.py; Fourier buffers not counted), by jax.eval_shape: nothing allocated."""
+  import jax
+  import jax.numpy as jnp
+
+  from cmjax.models import build_model
+  from cmjax.models.edm2_unet import edm2_trainable_mask
+  from cmjax.schedules import lr_schedule
+
+  model = build_model(_get("imagenet64_ect").model)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 64, 64, 3)),
+                                             jnp.zeros((1,)), class_labels=jnp.zeros((1,), jnp.int32)))
+  mask = jax.tree.leaves(edm2_trainable_mask(shapes["params"]))
+  n = sum(math.prod(a.shape) for a, m in zip(jax.tree.leaves(shapes["params"]), mask) if m)
+  assert n == 280_209_253
+  schedule = lr_schedule(1e-3, 0, "inv_sqrt", 100_000, 2000)  # EDM2's learning_rate_schedule
+  for step, want in ((0, 1e-3), (2000, 1e-3), (8000, 1e-3 / 2), (50_000, 1e-3 / 5)):
+    assert math.isclose(float(schedule(step)), want, rel_tol=1e-6), step
+  with pytest.raises(ValueError, match="lr_decay_steps > 0"):
+    lr_schedule(1e-3, 0, "inv_sqrt", 100_000, 0)
 
 
 def test_sct_values():  # [paper sCM App. G.2]

@@ -19,7 +19,10 @@ class EDMConsistency(ConsistencyFamily):
   spec_kinds = ("cm",)
 
   def preconditioner(self, param):
-    return ConsistencyPreconditioner(param.sigma_data, param.sigma_min)
+    """CM's boundary-shifted preconditioning, or EDM's unshifted one when param.boundary_shift is
+    False (ECT on EDM2): ConsistencyPreconditioner(sd, 0) computes EDM's c_skip/c_out/c_in/c_noise."""
+    shift = param.get("boundary_shift", True)
+    return ConsistencyPreconditioner(param.sigma_data, param.sigma_min if shift else 0.0)
 
   def level_range(self, param) -> tuple:
     return (float(param.sigma_min), float(param.sigma_max))
