@@ -21,6 +21,12 @@ the 'edm2' backbone; the state_dict names -> EDM2UNet / EDM2Logvar params by
 linear (O, I) -> (I, O), MPFourier buffers freqs/phases kept as params). float16 values are
 widened to float32 exactly. The file's preconditioning is EDM's (c_noise = ln(sigma) / 4):
 `cmjax.parametrization.EDMPreconditioner(sigma_data)` (see `edm_preconds.preconditioner_from`).
+
+Every EDM2 Precond file is taken as a denoiser (family 'edm' for sample.weights / eval.weights).
+An ECT consistency-model snapshot of an EDM2 network has the same classes and preconditioning
+(ECT's snapshot dict holds only 'ema'; its UNet records dropout_res and has no log-variance head),
+so cmjax cannot tell it from the file's classes and does not guess: sampling one with a
+consistency method is refused with one line, like any denoiser file.
 """
 from __future__ import annotations
 
