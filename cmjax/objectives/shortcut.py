@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -69,13 +70,18 @@ class ShortcutObjective(ObjectiveBase):
       parameters (both under stop-gradient).
     target_decay: that network's EMA decay (the code's target_update_rate).
     clip: |z'| and |target| are clipped to clip (the code's 4); 0: no clipping.
+    labels: the batch's (B,) classes of a class-conditional run, set by `condition_on_labels`
+      (`uses_labels`): the bootstrap targets see the first B // bootstrap_every of them (a model_fn
+      with the whole batch's labels bound could not evaluate that part alone).
   """
   denoise_timesteps: int = 128
   bootstrap_every: int = 4
   bootstrap_ema: bool = True
   target_decay: float = 0.999
   clip: float = 4.0
+  labels: Optional[Array] = dataclasses.field(default=None, compare=False, repr=False)
   family = MEAN_FLOW
+  uses_labels = True
 
   def __post_init__(self):
     m = self.denoise_timesteps
@@ -122,15 +128,18 @@ class ShortcutObjective(ObjectiveBase):
   def _clip(self, a: Array) -> Array:
     return jnp.clip(a, -self.clip, self.clip) if self.clip > 0 else a
 
-  def bootstrap_target(self, model_fn, target_params, z: Array, t: Array, d: Array) -> Array:
+  def bootstrap_target(self, model_fn, target_params, z: Array, t: Array, d: Array,
+                       labels: Optional[Array] = None) -> Array:
     """(s(z, t, d/2) + s(z - d/2 s(z, t, d/2), t - d/2, d/2)) / 2 under stop-gradient (clipped): the
     paper's self-consistency s(x_t, t, 2d) = (s(x_t, t, d) + s(x'_{t+d}, t + d, d)) / 2 in cmjax time.
-    model_fn(params, z (B, ...), t (B,), t2=r (B,)) -> s; z (B, ...); t, d (B,)."""
+    model_fn(params, z (B, ...), t (B,), t2=r (B,), labels=) -> s; z (B, ...); t, d (B,);
+    labels (B,) classes or None (unconditional)."""
     h = 0.5 * d
     dc = self.half_step_condition(h)
-    s1 = model_fn(target_params, z, t, t2=t - dc)
+    kw = {} if labels is None else {"labels": labels}  # unconditional: model_fn as it is
+    s1 = model_fn(target_params, z, t, t2=t - dc, **kw)
     z2 = self._clip(z - bcast(h, z) * s1)
-    s2 = model_fn(target_params, z2, t - h, t2=t - h - dc)
+    s2 = model_fn(target_params, z2, t - h, t2=t - h - dc, **kw)
     return jax.lax.stop_gradient(self._clip(0.5 * (s1 + s2)))
 
   def __call__(self, model_fn, params, x: Array, keys: Array, step: Array, extra=None):
@@ -158,9 +167,11 @@ class ShortcutObjective(ObjectiveBase):
     t = jnp.concatenate([t_b, t_f])
     d = jnp.concatenate([d_b, jnp.zeros_like(t_f)])
     z = bcast(1.0 - t, x) * x + bcast(t, x) * e
-    target_b = self.bootstrap_target(model_fn, target_params, z[:nb], t_b, d_b)
+    y = self.labels
+    target_b = self.bootstrap_target(model_fn, target_params, z[:nb], t_b, d_b,
+                                     None if y is None else y[:nb])
     target = jnp.concatenate([target_b, (e - x)[nb:]])
-    s = model_fn(params, z, t, d_keys, t2=t - d)
+    s = model_fn(params, z, t, d_keys, t2=t - d, **({} if y is None else {"labels": y}))
     mse = jnp.sum(jnp.square((s - target).reshape(b, -1)), axis=-1) / per_example_dims(x)
     is_b = (jnp.arange(b) < nb).astype(mse.dtype)
     return mse, {"t": t, "d": d, "mse": mse,
