@@ -22,7 +22,9 @@ that reproduces EDM2 projects the stored kernels with `edm2_force_normalize(para
     at initialisation: p <- edm2_force_normalize(p + update).
 Either way the network computes with normalize(normalize(w_raw)), exactly as EDM2's train-mode
 forward (its in-place copy makes `w` the normalised tensor before the second normalize). EMA and
-the stored weights need no projection for sampling: the forward normalises anyway.
+the stored weights need no projection for sampling: the forward normalises anyway. cmjax's runs
+do the exact EDM2 order for every model.name='edm2' run (`cmjax.run`:
+`make_train_step(project=edm2_force_normalize)`; tests/test_edm2_training.py).
 
 MPFourier's random frequencies/phases (EDM2 buffers) are stored in 'params' but not trained
 (stop_gradient; `edm2_trainable_mask` marks them for excluding from weight decay). With
