@@ -85,6 +85,20 @@ def test_boundary_shift_off_is_edm_preconditioning():
   assert abs(float(pre.coefficients(s)[0][0]) - 1.0) > 1e-5  # f(x, sigma_min) != x exactly
 
 
+def test_inv_sqrt_decay_needs_its_reference_steps():
+  from cmjax import config_base
+  from cmjax.config_validation import validate_config
+  from cmjax.errors import ConfigError
+
+  c = config_base.get_config()
+  c.optim.lr_decay = "inv_sqrt"
+  with pytest.raises(ConfigError, match=r"^optim.lr_decay='inv_sqrt' needs optim.lr_decay_steps > 0 "
+                     r"\(EDM2's ref_batches\), got 0$"):
+    validate_config(c, 8)
+  c.optim.lr_decay_steps = 2000
+  validate_config(c, 8)
+
+
 def _config(name, *overrides):
   from cmjax.cli import _parse, _resolve_argv
 
