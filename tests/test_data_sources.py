@@ -225,7 +225,9 @@ def test_check_data_config_errors(tmp_path):
 
 
 def test_shapes_and_classes_without_data():
-  assert set(DATASETS) == {"digits", "toy2d_gmm8", "toy2d_checkerboard", "cifar10", "imagenet64", "folder"}
+  assert set(DATASETS) == {"digits", "toy2d_gmm8", "toy2d_checkerboard", "cifar10", "imagenet64", "folder",
+                           "latent"}
+  assert image_shape(_config("latent", resolution=256)) == (32, 32, 4)  # classes: tests/test_latent.py
   expect = {"digits": ((8, 8, 1), 10), "toy2d_gmm8": ((2,), 0), "toy2d_checkerboard": ((2,), 0),
             "cifar10": ((32, 32, 3), 10), "imagenet64": ((64, 64, 3), 1000), "folder": ((24, 24, 3), 0)}
   for name, (shape, classes) in expect.items():
