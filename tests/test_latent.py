@@ -242,3 +242,17 @@ def test_encode_train_sample_decode_end_to_end(encoded, tmp_path, capsys):
   pixels = np.clip(np.asarray(vae_decode(vparams, lat, vae=vae)), -1, 1)
   np.testing.assert_allclose(sampler.generate(params, 8, spec), pixels, atol=1e-4)
   assert np.abs(to_uint8(pixels).astype(int) - z["arr_0"]).max() <= 1
+
+
+def test_tfds_images_are_cropped_and_text_is_refused():
+  tfds = pytest.importorskip("tensorflow_datasets")
+  from cmjax.data.raw_images import TfdsImages
+  with tfds.testing.mock_data(num_examples=4):
+    src = TfdsImages("cifar10")
+    image, label = src.read(1, 16)
+    raw = np.asarray(src.source[1]["image"])
+    from PIL import Image
+    np.testing.assert_array_equal(image, adm_center_crop_arr(Image.fromarray(raw), 16))
+    assert src.num_classes == 10 and 0 <= label < 10 and len(src) == 4
+    with pytest.raises(DataError, match="no 'image' feature .* encode reads images"):
+      TfdsImages("imdb_reviews")
