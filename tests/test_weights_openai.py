@@ -19,6 +19,19 @@ e32b69ee436d518377db86fb2127a3972d0d8716 (on sys.path):
     replaces `flash_attn.flash_attention.FlashAttention` by its exact math, softmax(q k^T /
     sqrt(d)) v on the (B, S, 3, H, D) qkv, and stubs piq / torchvision / blobfile / mpi4py
     (imported by the training code, unused here).
+  `python gen_cm_lsun.py OUT` -> openai_cm_lsun_tiny.pt.xz / .npz: an LSUN-256-style network,
+    their `cm.script_util.create_model` with the LSUN-256 README flags shrunk (image_size=8,
+    num_channels=32, channel_mult="1,2" (at 64 channels a GroupNorm32 group holds 2 channels, so
+    the embedding added before it matters; with one channel per group the norm would remove it),
+    num_res_blocks=1, attention_resolutions="8" (attention at 8x8 in encoder and decoder, and in
+    the 4x4 middle block), num_head_channels=16 (2 / 4 heads), class_cond=False,
+    use_scale_shift_norm=False (the embedding added before the second GroupNorm),
+    resblock_updown=True, dropout 0, fp32; 724,003 parameters); weights from torch seed 1
+    (kernels round(0.75 N(0, 1)) / 0.75 / sqrt(fan_in), quantised so the file compresses;
+    GroupNorm scales 1 + 0.1 N(0, 1), biases 0.1 N(0, 1)), `torch.save(model.state_dict())` in
+    float32 (as guided-diffusion writes checkpoints), stored xz-compressed (the test decompresses
+    it to a temporary .pt). Outputs D_cm, D_edm and F of `KarrasDenoiser.denoise` as above, no
+    labels, x = U(-1, 1) + sigma N(0, 1) (numpy seed 11), same sigmas; same shims.
   `python gen_cm_shapes.py OUT` -> openai_cm_shapes.json: state-dict names and shapes of
     `cm.script_util.create_model` with the README's ImageNet-64 and LSUN-256 flags (meta device).
   `/work/main/.venv/bin/python gen_cm10.py OUT` (github.com/openai/consistency_models_cifar10 @
@@ -37,9 +50,11 @@ cmjax's ADMUNet has EDM's rules min(32, C // 4) GroupNorm groups and 64 channels
 head; the tiny network has 32-channel GroupNorms (CM: 32 groups) and 16-channel heads, so where
 ADMUNet has no `norm_groups` / `channels_per_head` field the parity test substitutes CM's rules
 into cmjax's layers for the test (as tests/test_weights_edm.py does for the Fourier frequencies);
-test_released_flags_map_completely checks that the released networks need neither.
+test_released_flags_map_completely and test_lsun256_file_maps_and_loads_wherever_a_run_takes_weights
+check that the released networks need neither.
 """
 import json
+import lzma
 import os
 
 import jax
@@ -48,7 +63,7 @@ import numpy as np
 import pytest
 
 from cmjax.errors import WeightsFileError
-from cmjax.weights import openai_cm
+from cmjax.weights import openai_cm, openai_cm_torch
 from cmjax.weights.openai_cm import (OpenAICMPreconditioner, cm_preconditioner, load_openai_cm,
                                      make_model, torch_to_cmjax)
 
@@ -105,7 +120,8 @@ def _denoise(kwargs, params, precond, ref):
   if key not in _NETS:
     model = make_model(kwargs)
     _NETS[key] = jax.jit(lambda p, x, c, y: model.apply({"params": p}, x, c, class_labels=y))
-  net, labels = _NETS[key], jnp.asarray(ref["class_labels"])
+  net = _NETS[key]
+  labels = jnp.asarray(ref["class_labels"]) if "class_labels" in ref.files else None
   return np.asarray(precond(lambda x_in, c: net(params, x_in, c, labels), jnp.asarray(ref["x"]),
                             jnp.asarray(ref["sigma"])))
 
@@ -131,7 +147,7 @@ def test_imported_network_reproduces_their_denoise(monkeypatch):
                                                      jnp.asarray(250.0 * np.log(s))), ref)
   assert _rel(f, ref["F"]) <= 1e-5
   # Each correction matters: without the qkv permutation, or with EDM's c_noise, it breaks.
-  monkeypatch.setattr(openai_cm, "_qkv_to_cmjax", lambda a, heads: a)
+  monkeypatch.setattr(openai_cm_torch, "_qkv_to_cmjax", lambda a, heads: a)
   plain = load_openai_cm(_asset("openai_cm_tiny.pt"), **TINY_FLAGS).params
   assert _rel(_denoise(kwargs, plain, precond, ref), ref["D_cm"]) > 1e-3
   edm_time = openai_cm.OpenAICMPreconditioner(c_noise_scale=0.25)
@@ -170,18 +186,83 @@ def test_released_flags_map_completely():
                         label_dropout=0.0)
   n = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(params))
   assert n == 295_899_267
-  # LSUN-256: use_scale_shift_norm=False is refused by name; forgetting the flag gives the
-  # first tensor that does not fit.
+
+
+def test_lsun256_file_maps_and_loads_wherever_a_run_takes_weights(tmp_path, monkeypatch):
+  """Their LSUN-256 network (README flags, 526,304,771 parameters): a `.pt` named as released,
+  read with no flags (as `sample.weights` / `train.init_from` read it: `load_network_file`),
+  is plain cmjax adm with adaptive_scale=False: every tensor placed, nothing missing, no CM
+  GroupNorm / head rules (narrowest GroupNorm 256 channels, 64 channels per head); config.model
+  with those fields is the same backbone, one with scale-shift is not (one line)."""
+  from cmjax.models import model_config
+  from cmjax.weights.files import check_same_backbone, load_network_file
+
   bed = json.load(open(_asset("openai_cm_shapes.json")))["bedroom256"]
-  flags = {k: bed["flags"][k] for k in ("image_size", "num_channels", "num_res_blocks",
-                                        "attention_resolutions", "resblock_updown")}
-  with pytest.raises(WeightsFileError, match=r"^bed.pt: use_scale_shift_norm=False .* has no "
-                     r"cmjax ADMUNet equivalent"):
-    torch_to_cmjax("bed.pt", _fake_state(bed["shapes"]), use_scale_shift_norm=False, **flags)
+  assert bed["flags"]["use_scale_shift_norm"] is False and bed["flags"]["class_cond"] is False
+  state = _fake_state(bed["shapes"])
+  monkeypatch.setattr(openai_cm, "read_openai_torch", lambda path: state)
+  path = tmp_path / "ct_bedroom256.pt"
+  path.write_bytes(b"")  # the reader is replaced by the shapes of their create_model
+  net = load_network_file(str(path), "sample.weights")
+  kw = net.model_kwargs
+  assert kw == dict(name="adm", out_channels=0, label_dim=0, augment_dim=0, model_channels=256,
+                    channel_mult=(1, 1, 2, 2, 4, 4), channel_mult_emb=4, num_blocks=2,
+                    attn_resolutions=(32, 16, 8), dropout=0.0, label_dropout=0.0,
+                    adaptive_scale=False)
+  assert net.precond == OpenAICMPreconditioner(0.5, 0.002)  # a ct_* file: CM's boundary scalings
+  assert sum(int(np.prod(v.shape)) for v in jax.tree.leaves(net.params)) == 526_304_771
+  assert net.params["dec_8x8_in0"]["affine"]["kernel"].shape == (1024, 1024)  # (E, C): added
+  check_same_backbone(net, model_config("adm", **{k: v for k, v in kw.items() if k != "name"}),
+                      "sample.weights")
+  scale_shift = model_config("adm", **{k: v for k, v in kw.items() if k not in ("name",
+                                                                                 "adaptive_scale")})
+  with pytest.raises(WeightsFileError, match=r"^sample.weights: the file's network has "
+                     r"model.adaptive_scale=False but the config has True$"):
+    check_same_backbone(net, scale_shift, "sample.weights")
+  # The flag given wrongly: the first tensor that does not fit, with both shapes.
   with pytest.raises(WeightsFileError, match=r"^bed.pt: parameter 'input_blocks.1.0.emb_layers.1"
                      r".weight' does not fit cmjax adm: expected \(512, 1024\), found "
                      r"\(256, 1024\)$"):
-    torch_to_cmjax("bed.pt", _fake_state(bed["shapes"]), **flags)
+    torch_to_cmjax("bed.pt", state, use_scale_shift_norm=True)
+
+
+LSUN_TINY_FLAGS = dict(image_size=8, num_channels=32, num_res_blocks=1, channel_mult="1,2",
+                       attention_resolutions="8", num_head_channels=16,
+                       use_scale_shift_norm=False)
+
+
+def _lsun_tiny(tmp_path):
+  """The LSUN-style asset as their torch.save wrote it (stored xz-compressed) -> its path."""
+  path = tmp_path / "openai_cm_lsun_tiny.pt"
+  with lzma.open(_asset("openai_cm_lsun_tiny.pt.xz")) as f:
+    path.write_bytes(f.read())
+  return str(path)
+
+
+def test_lsun_style_network_reproduces_their_denoise(tmp_path):
+  """use_scale_shift_norm=False (additive embedding), unconditional, attention at an inner
+  level: cmjax adm with adaptive_scale=False gives their D_cm, D_edm and F to <= 1e-5."""
+  net = load_openai_cm(_lsun_tiny(tmp_path), **LSUN_TINY_FLAGS)
+  kw = net.model_kwargs
+  assert (kw["adaptive_scale"], kw["label_dim"], kw["channels_per_head"], kw["norm_groups"],
+          kw["channel_mult"], kw["attn_resolutions"]) == (False, 0, 16, 32, (1, 2), (8,))
+  assert net.params["dec_4x4_in0"]["affine"]["kernel"].shape == (128, 64)  # (E, C), not 2C
+  assert "qkv" in net.params["enc_8x8_block0"] and "qkv" not in net.params["enc_4x4_block0"]
+  ref = np.load(_asset("openai_cm_lsun_tiny.npz"))
+  assert "class_labels" not in ref.files
+  d_cm = _denoise(kw, net.params, net.precond, ref)
+  assert _rel(d_cm, ref["D_cm"]) <= 1e-5, _rel(d_cm, ref["D_cm"])
+  np.testing.assert_array_equal(d_cm[0], ref["x"][0])  # f(x, sigma_min) = x exactly
+  d_edm = _denoise(kw, net.params, cm_preconditioner(boundary=False), ref)
+  assert _rel(d_edm, ref["D_edm"]) <= 1e-5, _rel(d_edm, ref["D_edm"])
+  s = ref["sigma"]
+  f = _denoise(kw, net.params, lambda fn, x, _: fn(x / np.sqrt(s**2 + 0.25)[:, None, None, None],
+                                                   jnp.asarray(250.0 * np.log(s))), ref)
+  assert _rel(f, ref["F"]) <= 1e-5, _rel(f, ref["F"])
+  # The added embedding matters in these outputs: without it (affine zeroed) they differ.
+  no_emb = jax.tree_util.tree_map_with_path(
+      lambda p, a: a * 0 if "affine" in jax.tree_util.keystr(p) else a, net.params)
+  assert _rel(_denoise(kw, no_emb, net.precond, ref), ref["D_cm"]) > 1e-3
 
 
 def test_files_that_do_not_fit_give_one_line(tmp_path, monkeypatch):
@@ -208,6 +289,16 @@ def test_files_that_do_not_fit_give_one_line(tmp_path, monkeypatch):
     torch_to_cmjax("x.pt", state, **{**TINY_FLAGS, "resblock_updown": False})
   with pytest.raises(WeightsFileError, match=r"unknown consistency_models flag\(s\) \['attn'\]"):
     torch_to_cmjax("x.pt", state, attn=(4,))
+  # LSUN-style (additive embedding): the flag forgotten, or one tensor of another shape.
+  lsun = read_openai_torch(_lsun_tiny(tmp_path))
+  flags = {k: v for k, v in LSUN_TINY_FLAGS.items() if k != "use_scale_shift_norm"}
+  with pytest.raises(WeightsFileError, match=r"^x.pt: parameter 'input_blocks.1.0.emb_layers.1."
+                     r"weight' does not fit cmjax adm: expected \(64, 128\), found \(32, 128\)$"):
+    torch_to_cmjax("x.pt", lsun, **flags)
+  bad = {**lsun, "middle_block.0.emb_layers.1.weight": np.zeros((128, 128), np.float32)}
+  with pytest.raises(WeightsFileError, match=r"^x.pt: parameter 'middle_block.0.emb_layers.1."
+                     r"weight' does not fit cmjax adm: expected \(64, 128\), found \(128, 128\)$"):
+    torch_to_cmjax("x.pt", bad, **LSUN_TINY_FLAGS)
   (tmp_path / "list.pt").write_bytes(open(_asset("edm_torch_zip.pt"), "rb").read())
   with pytest.raises(WeightsFileError, match="is not a named tensor"):
     load_openai_cm(str(tmp_path / "list.pt"))

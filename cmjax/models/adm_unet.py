@@ -15,10 +15,10 @@ against outputs of EDM's PyTorch code.
 Differences from SongUNet (cmjax.models.song_unet): kaiming-uniform init (weights and biases,
 gain sqrt(1/3)) with exactly-zero output layers; positional embedding without endpoint and
 without the sin/cos swap; the label embedding (bias-free, N(0, 1) init, unscaled one-hot) is
-added after the second mapping layer; scale-shift conditioning (adaptive_scale); multi-head
-attention (out_channels // 64 heads, none below 64 channels) in every encoder and decoder block
-at attn_resolutions; same-channel resampling skips without weights; skip_scale 1, eps 1e-5;
-a single GroupNorm-SiLU-3x3 conv output layer.
+added after the second mapping layer; scale-shift conditioning (adaptive_scale; additive with
+adaptive_scale=False); multi-head attention (out_channels // 64 heads, none below 64 channels)
+in every encoder and decoder block at attn_resolutions; same-channel resampling skips without
+weights; skip_scale 1, eps 1e-5; a single GroupNorm-SiLU-3x3 conv output layer.
 
 Like the other backbones the network only sees (c_in * x, c_noise); the preconditioner
 (cmjax.parametrization) wraps it. Mixed precision: with params and x cast to bfloat16 the
@@ -83,6 +83,11 @@ class ADMUNet(nn.Module):
       as OpenAI's consistency models use; equal for C >= 128).
     channels_per_head: attention heads = out_channels // channels_per_head (64 in EDM and in
       OpenAI's released models).
+    adaptive_scale: True (EDM / ADM ImageNet-64): scale-shift conditioning, each block's affine
+      maps emb (B, E) to [scale, shift] (B, 2 C) and h = silu(shift + norm1(h) * (scale + 1)).
+      False: the embedding is added before the norm, affine (B, C) and h = silu(norm1(h +
+      affine(emb))) (EDM's UNetBlock adaptive_scale=False; guided-diffusion's
+      use_scale_shift_norm=False, the flags of OpenAI's released LSUN-256 consistency models).
   """
   out_channels: int = 0
   label_dim: int = 0
@@ -97,6 +102,7 @@ class ADMUNet(nn.Module):
   dropout_max_res: int = 0
   norm_groups: int = 0
   channels_per_head: int = CHANNELS_PER_HEAD
+  adaptive_scale: bool = True
 
   def block_dropout(self, res: int) -> float:
     """Dropout rate of a residual block whose output resolution is res x res."""
@@ -165,7 +171,7 @@ class ADMUNet(nn.Module):
     c_out = self.out_channels or c_img
     mc, last = self.model_channels, len(self.channel_mult) - 1
     emb = self._embedding(c_noise, class_labels, augment_labels, batch, train)
-    block = functools.partial(UNetBlock, adaptive_scale=True, resample_proj=False,
+    block = functools.partial(UNetBlock, adaptive_scale=self.adaptive_scale, resample_proj=False,
                               init_mode="kaiming_uniform", eps=1e-5, skip_scale=1.0,
                               norm_groups=self.norm_groups)
 
