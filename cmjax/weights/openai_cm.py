@@ -26,7 +26,7 @@ Two code bases (Song, Dhariwal, Chen & Sutskever 2023, "Consistency Models", ICM
        C // num_head_channels (the flash path `QKVFlashAttention`, which the released models
        use: UNetModel never passes attention_type). Identical math; the qkv output channels are
        laid out (qkv, head, d) in CM ("b (three h d) s") but (head, d, qkv) in EDM/cmjax, so the
-       qkv weight and bias are permuted (`_qkv_to_cmjax`).
+       qkv weight and bias are permuted (`openai_cm_torch._qkv_to_cmjax`).
      * GroupNorm: CM's GroupNorm32 has 32 groups on every width, EDM/cmjax min(32, C // 4): the
        same for C >= 128 (every GroupNorm of the released ImageNet-64 and LSUN-256 networks, whose
        narrowest width is 192 / 256); a file with a narrower GroupNorm gets

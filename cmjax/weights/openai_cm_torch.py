@@ -275,8 +275,8 @@ def torch_to_cmjax(path: str, tensors: dict, **arch) -> tuple[dict, dict, dict]:
   for name, arr in tensors.items():
     if name not in names:
       raise WeightsFileError(f"{path}: parameter '{name}' {tuple(arr.shape)} has no place in "
-                             f"cmjax adm for these flags (e.g. another use_scale_shift_norm, "
-                             f"resblock_updown or num_res_blocks)")
+                             f"cmjax adm for these flags (e.g. another num_res_blocks, "
+                             f"channel_mult, attention_resolutions or class_cond)")
     key, kind, heads = names[name]
     want = expected.get(key)
     if want is None:
