@@ -41,9 +41,12 @@ Two code bases (Song, Dhariwal, Chen & Sutskever 2023, "Consistency Models", ICM
    attention at 32, 16, 8 with 64 channels per head (8 / 16 heads), use_scale_shift_norm False,
    resblock_updown True, unconditional) or ImageNet-64 (the rest). Both sample with CM's
    sigma_data 0.5, sigma_min 0.002, sigma_max 80 (karras_diffusion defaults; the README's LSUN
-   commands set the same). Not covered (a one-line error): resblock_updown=False (conv /
-   average-pool resampling layers), fractional channel_mult (image_size 512's 0.5), num_heads
-   without num_head_channels where it gives other head counts in different blocks.
+   commands set the same). Their use_fp16=True is a run precision, not an architecture (blocks
+   in float16, GroupNorm and the time MLP in float32); cmjax runs the network in the run's
+   train.precision (float32 in the parity tests). Not covered (a one-line error):
+   resblock_updown=False (conv / average-pool resampling layers), fractional channel_mult
+   (image_size 512's 0.5), num_heads without num_head_channels where it gives other head counts
+   in different blocks.
    Preconditioning (`karras_diffusion.py get_scalings_for_boundary_condition`, used when the
    training mode is consistency_*): c_skip = sd^2 / ((s - sigma_min)^2 + sd^2), c_out =
    (s - sigma_min) sd / sqrt(s^2 + sd^2), c_in = 1 / sqrt(s^2 + sd^2) = cmjax's
