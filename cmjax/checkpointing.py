@@ -261,7 +261,36 @@ class Checkpointer:
     verify_state(out["state"], out["checksums"] if has_sums else None, what)
     return out["state"], out["meta"]
 
-  def restore_newest(self, abstract_state, check_config=None):
+  def restore_fields(self, step: int, abstract_fields: dict) -> tuple:
+    """Reads only some TrainState fields of checkpoint `step`: (fields, meta).
+
+    abstract_fields: {field: tree of jax.ShapeDtypeStruct with `.sharding`}, e.g.
+    {'ema_params': ...}: what sampling needs. The rest of the state (the other parameter copy,
+    the optimiser moments, a teacher) is not read, so restoring a model to sample from it costs
+    the memory and time of one copy of its parameters (Orbax's partial restore). Same checks as
+    `restore` on what is read: structure and shapes against the saved metadata
+    (CheckpointMismatchError), CRC-32 and finiteness (CheckpointCorruptError).
+    """
+    what = f"checkpoint {step} in {self.directory}"
+    try:
+      saved = self.saved_tree(step)
+    except Exception:  # noqa: BLE001 - unreadable metadata: the restore below decides
+      saved = None
+    if saved is not None:
+      check_same_structure({k: v for k, v in saved.items() if k.split("/")[0] in abstract_fields},
+                           abstract_fields, what)
+    has_sums = os.path.isdir(os.path.join(self.directory, str(step), "checksums"))
+    items = {"meta": ocp.args.JsonRestore(), **({"checksums": ocp.args.JsonRestore()} if has_sums else {})}
+    out = self._manager.restore(step, args=ocp.args.Composite(**items))
+    restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_fields)
+    with ocp.PyTreeCheckpointer() as reader:
+      fields = reader.restore(os.path.join(self.directory, str(step), "state"),
+                              args=ocp.args.PyTreeRestore(item=abstract_fields, partial_restore=True,
+                                                          restore_args=restore_args))
+    verify_state(fields, out["checksums"] if has_sums else None, what)
+    return fields, out["meta"]
+
+  def restore_newest(self, abstract_state, check_config=None, fields_only: bool = False):
     """Restores the newest checkpoint that reads back whole; returns (step, state, meta), or None
     when there is no checkpoint at all.
 
@@ -272,7 +301,10 @@ class Checkpointer:
     `check_config(saved_config_dict)` may raise to refuse a checkpoint outright, and a
     checkpoint of another structure or shapes raises CheckpointMismatchError: both propagate
     with nothing on disk changed (a different config is not a corrupt checkpoint).
+    fields_only: abstract_state is a dict {field: tree} of the fields to read (`restore_fields`),
+    and the state returned is that dict.
     """
+    read = self.restore_fields if fields_only else self.restore
     failed = []
     for step in sorted(self.all_steps(), reverse=True):
       try:
@@ -283,7 +315,7 @@ class Checkpointer:
       if check_config is not None:
         check_config(saved)
       try:
-        state, meta = self.restore(step, abstract_state)
+        state, meta = read(step, abstract_state)
       except CheckpointMismatchError:
         raise
       except Exception as e:  # noqa: BLE001 - a read failure or CheckpointCorruptError

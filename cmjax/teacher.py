@@ -58,33 +58,25 @@ def _restore_run(workdir: str, what: str, field: str, mesh):
     t_obj = build_objective(tcfg)
     optimizer = build_optimizer(tcfg.optim)
     shape = image_shape(tcfg)
-    # A run that itself holds frozen parameters (a CD student's teacher, LPIPS) saved them in its
-    # state: restore into their saved shapes (read from the metadata), keep only the EMA params.
-    frozen = {}
-    for name in ("teacher_params", "distance_params"):
-      try:
-        frozen[name] = ck.saved_shapes(step, name)
-      except (KeyError, TypeError):
-        frozen[name] = None
-      except Exception as e:  # noqa: BLE001 - unreadable metadata
-        raise ConfigError(_unreadable(what, step, ckpt_dir, field, e)) from None
-    init = lambda k, tp, dp: init_train_state(model, optimizer, k, shape, t_obj,  # noqa: E731
-                                              teacher_params=tp, distance_params=dp,
-                                              num_classes=num_classes(tcfg.model),
-                                              num_times=t_obj.family.num_times)
-    abstract = jax.eval_shape(init, jax.random.key(0), frozen["teacher_params"],
-                              frozen["distance_params"])
+    # Only the EMA parameters are read (`restore_fields`): not the optimiser state, nor the
+    # frozen parameters (a CD student's teacher, LPIPS) a run may hold, whose shapes it then
+    # needs no more.
+    init = lambda k: init_train_state(model, optimizer, k, shape, t_obj,  # noqa: E731
+                                      num_classes=num_classes(tcfg.model),
+                                      num_times=t_obj.family.num_times)
+    abstract = jax.eval_shape(init, jax.random.key(0)).ema_params
     rep = replicated(mesh)
-    target = checkpointing.abstract_with_shardings(abstract, jax.tree.map(lambda _: rep, abstract))
+    target = {"ema_params": checkpointing.abstract_with_shardings(
+        abstract, jax.tree.map(lambda _: rep, abstract))}
     try:
-      state, _ = ck.restore(step, target)
+      fields, _ = ck.restore_fields(step, target)
     except ConfigError:  # a checksum or structure mismatch names itself
       raise
     except Exception as e:  # noqa: BLE001 - truncated or missing files
       raise ConfigError(_unreadable(what, step, ckpt_dir, field, e)) from None
   finally:
     ck.close()
-  return tcfg, state.ema_params, int(step), model, t_obj
+  return tcfg, fields["ema_params"], int(step), model, t_obj
 
 
 def _unreadable(what: str, step: int, ckpt_dir: str, field: str, e: Exception) -> str:

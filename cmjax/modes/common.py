@@ -18,24 +18,14 @@ from cmjax.sampler import Sampler
 from cmjax.weights.files import check_same_backbone, load_network_file
 
 
-def _frozen_shapes(ckpt, step: int, mesh) -> dict:
-  """The teacher / distance parameters' abstract arrays as saved in checkpoint `step` (replicated),
-  so a CD or LPIPS run restores without its teacher directory or LPIPS file."""
-  rep = parallel.replicated(mesh)
-  out = {}
-  for field in ("teacher_params", "distance_params"):
-    tree = ckpt.saved_shapes(step, field)
-    out[field] = None if tree is None else checkpointing.abstract_with_shardings(
-        tree, jax.tree.map(lambda _: rep, tree))
-  return out
-
-
 def restore_params(built, workdir: str, step: int = -1, which: str = "ema"):
   """(step, params) of a trained run: the newest readable checkpoint (step = -1) or `step`.
 
   built: `cmjax.builders.build(config)`. which: 'ema' (the EMA copy, what the papers sample from)
-  or 'raw' (the online parameters). Raises ConfigError (one line) when the workdir has no
-  checkpoint, not that step, or one from a different config (inference-only fields may differ).
+  or 'raw' (the online parameters); only that copy is read from the checkpoint, not the optimiser
+  state, the other copy or a teacher (`Checkpointer.restore_fields`). Raises ConfigError (one
+  line) when the workdir has no checkpoint, not that step, or one from a different config
+  (inference-only fields may differ).
   """
   if which not in ("ema", "raw"):
     raise ConfigError(f"params must be 'ema' or 'raw', not {which!r}")
@@ -52,26 +42,27 @@ def restore_params(built, workdir: str, step: int = -1, which: str = "ema"):
     if step >= 0 and step not in steps:
       raise ConfigError(f"no checkpoint {step} in {ckpt.directory}; there are {list(steps)}")
     check = lambda saved: check_resume_compatible(saved, config, workdir)
-    chosen = step if step >= 0 else max(steps)
-    abstract = built.abstract_state(_frozen_shapes(ckpt, chosen, built.mesh))
-    target = checkpointing.abstract_with_shardings(abstract, built.state_sharding(abstract))
+    field = "ema_params" if which == "ema" else "params"
+    abstract = built.abstract_state()  # the backbone's shapes do not depend on a teacher
+    target = {field: checkpointing.abstract_with_shardings(
+        getattr(abstract, field), getattr(built.state_sharding(abstract), field))}
     if step >= 0:  # exactly this one: never set aside or fall back
       check(ckpt.read_config(step))
       try:
-        found = (step, ckpt.restore(step, target)[0], None)
+        found = (step, ckpt.restore_fields(step, target)[0], None)
       except ConfigError:  # a checksum or shape mismatch says what it is
         raise
       except Exception as e:  # noqa: BLE001 - any read failure
         raise ConfigError(f"checkpoint {step} in {ckpt.directory} cannot be read "
                           f"({type(e).__name__})") from e
     else:
-      found = ckpt.restore_newest(target, check)
+      found = ckpt.restore_newest(target, check, fields_only=True)
   finally:
     ckpt.close()
   if found is None:
     raise ConfigError(f"no readable checkpoint in {ckpt.directory}")
-  got, state, _ = found
-  return got, (state.ema_params if which == "ema" else state.params)
+  got, fields, _ = found
+  return got, fields[field]
 
 
 def imported_network(built, path: str, field: str):
