@@ -151,7 +151,8 @@ def _file_sigma_data(net) -> float | None:
 
 def teacher_from_file(config, objective, mesh) -> Teacher:
   """The teacher in config.<method>.teacher_file: a published EDM network pickle (its EMA network)
-  with the preconditioning recorded in it (EDM, VP or VE: a denoiser D(x; sigma)). One-line
+  with the preconditioning recorded in it (EDM, VP or VE: a denoiser D(x; sigma)), or one of
+  OpenAI's EDM teachers (edm_imagenet64_ema.pt, edm_bedroom256_ema.pt; CM's c_noise). One-line
   WeightsFileError / ConfigError when it is not a denoiser of this run's images and classes."""
   method = config.method
   field = f"{method}.teacher_file"
@@ -162,9 +163,8 @@ def teacher_from_file(config, objective, mesh) -> Teacher:
   net = load_network_file(path, field)
   if isinstance(net.precond, ConsistencyPreconditioner):
     raise ConfigError(f"{field}: {path} holds a consistency model (ECMPrecond), not a denoiser")
-  cfg = net.read.precond_config
   shape = image_shape(config)
-  file_shape = (int(cfg.get("img_resolution", -1)),) * 2 + (int(cfg.get("img_channels", -1)),)
+  file_shape = _file_image_shape(net)
   if tuple(shape) != file_shape:
     raise ConfigError(f"{field}: the file's network makes {file_shape} images, the data "
                       f"{config.data.name} has {tuple(shape)}")
@@ -177,9 +177,23 @@ def teacher_from_file(config, objective, mesh) -> Teacher:
   model_fn = make_model_fn(model, net.precond, COMPUTE_DTYPES[config.train.precision])
   fn = lambda params, x, t, labels=None: model_fn(params, x, t, labels=labels)
   params = jax.device_put(net.params, replicated(mesh))
-  return Teacher(fn=fn, params=params, config=None, step=0,
-                 source={"file": os.path.abspath(path), "precond": net.read.precond_class,
-                         "sha256": net.read.source_sha256})
+  source = {"file": os.path.abspath(path),
+            "precond": getattr(net.read, "precond_class", type(net.precond).__name__)}
+  if getattr(net.read, "source_sha256", None):  # EDM pickles: the embedded source's hash
+    source["sha256"] = net.read.source_sha256
+  return Teacher(fn=fn, params=params, config=None, step=0, source=source)
+
+
+def _file_image_shape(net) -> tuple:
+  """(H, W, C) of the images a network file's model makes: EDM pickles record img_resolution /
+  img_channels with their preconditioner; OpenAI's files their image_size and in_channels (.pt)
+  or num_channels (consistency_models_cifar10)."""
+  cfg = getattr(net.read, "precond_config", None)
+  if cfg is not None:
+    return (int(cfg.get("img_resolution", -1)),) * 2 + (int(cfg.get("img_channels", -1)),)
+  arch = getattr(net.read, "arch", {})
+  channels = arch.get("in_channels", arch.get("num_channels", -1))
+  return (int(arch.get("image_size", -1)),) * 2 + (int(channels),)
 
 
 def load_init_file(config, mesh):

@@ -382,3 +382,22 @@ def test_cifar10_files_that_do_not_fit_give_one_line(tmp_path):
   with pytest.raises(WeightsFileError, match=r"unknown consistency_models_cifar10 model "
                      r"field\(s\) \['channels'\]"):
     flax_to_cmjax("x", state, channels=8)
+
+
+def test_an_openai_edm_teacher_file_is_checked_as_a_cd_teacher(monkeypatch):
+  """cd.teacher_file with one of OpenAI's EDM teachers (edm_*_ema.pt: a denoiser with CM's
+  c_noise): its image shape comes from the file's flags (image_size, in_channels), so a teacher
+  of other images is one line (it used to be an AttributeError on EDM-pickle-only fields)."""
+  from cmjax import teacher
+  from cmjax.configs import digits_cd
+  from cmjax.errors import ConfigError
+  from cmjax.objectives import build_objective
+
+  net = load_openai_cm(_asset("openai_cm_tiny.pt"), boundary=False, **TINY_FLAGS)
+  assert isinstance(net.precond, openai_cm.OpenAIEDMPreconditioner)
+  monkeypatch.setattr(teacher, "load_network_file", lambda path, field: net)
+  config = digits_cd.get_config()
+  config.cd.teacher_file = "edm_tiny_ema.pt"
+  with pytest.raises(ConfigError, match=r"^cd.teacher_file: the file's network makes \(8, 8, 3\) "
+                     r"images, the data digits has \(8, 8, 1\)$"):
+    teacher.teacher_from_file(config, build_objective(config), None)
