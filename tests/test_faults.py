@@ -82,8 +82,10 @@ def _wait_for_checkpoint(proc, workdir, min_step, timeout=240):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.long)])
 def test_sigterm_saves_and_exits_zero_then_resumes(tmp_path, sig):
+  """SIGTERM (the preemption signal of TPU VMs and Kubernetes) end to end; SIGINT takes the same
+  path (the guard's handling of both: test_run_options.py), so its launch is in the long tier."""
   proc = _start(tmp_path, "--config.train.num_steps=100000", "--config.train.checkpoint_every=2")
   _wait_for_checkpoint(proc, tmp_path, 2)
   proc.send_signal(sig)

@@ -43,10 +43,11 @@ def _teacher(config, workdir):
 
 
 # Each backbone family, data set and objective family runs in the suite (NCSN++ with a teacher,
-# DDPM++, TrigFlow's JVP, two times, ADM with labels (iCT), EDM2 with labels and its forced weight
+# DDPM++, TrigFlow's JVP, two times, ImageNet-64 with labels on EDM2 and its forced weight
 # normalisation (ECT)); the others repeat one of those networks and data paths with another
-# objective (trained at digits and 2-D scale elsewhere): long tier.
-SMOKE_IN_SUITE = {"cifar10_cd", "cifar10_sct", "cifar10_meanflow", "imagenet64_ect", "imagenet64_ict"}
+# objective (trained at digits and 2-D scale elsewhere): long tier. ADM with labels is in the
+# suite through test_adm_unet.py and test_weights_edm.py (EDM's class-conditional DhariwalUNet).
+SMOKE_IN_SUITE = {"cifar10_cd", "cifar10_sct", "cifar10_meanflow", "imagenet64_ect"}
 
 
 @pytest.mark.slow

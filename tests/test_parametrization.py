@@ -22,7 +22,7 @@ def _model_and_params(dropout=0.0):
 def test_boundary_condition_exact():
   model, params = _model_and_params()
   pre = ConsistencyPreconditioner(sigma_data=0.5, sigma_min=0.002)
-  f = make_model_fn(model, pre)
+  f = jax.jit(make_model_fn(model, pre))  # one program, not an eager U-Net op by op
   x = jax.random.normal(jax.random.key(2), (4, 8, 8, 1)) * 3.0
   out = f(params, x, jnp.full((4,), 0.002))
   np.testing.assert_allclose(np.asarray(out), np.asarray(x), atol=1e-6, rtol=0)
@@ -51,7 +51,7 @@ def test_edm_coefficients():
 @pytest.mark.slow
 def test_per_example_dropout_keys():
   model, params = _model_and_params(dropout=0.5)
-  f = make_model_fn(model, ConsistencyPreconditioner())
+  f = jax.jit(make_model_fn(model, ConsistencyPreconditioner()))
   x = jax.random.normal(jax.random.key(3), (4, 8, 8, 1))
   t = jnp.full((4,), 2.0)
   keys = jax.random.split(jax.random.key(4), 4)

@@ -34,6 +34,22 @@ def test_one_process_checks_every_step_without_a_collective(monkeypatch):
   assert guard.should_stop(3)
 
 
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_guard_turns_either_signal_into_a_stop_request_and_restores_the_handler(sig):
+  """Inside the guard a SIGTERM or SIGINT is recorded (the process does not die) and should_stop
+  says so; on exit the previous handler is back (test_faults.py runs SIGTERM end to end)."""
+  import os
+  import signal
+
+  signum = getattr(signal, sig)
+  before = signal.getsignal(signum)
+  with preemption.PreemptionGuard() as guard:
+    assert not guard.should_stop(1)
+    os.kill(os.getpid(), signum)
+    assert guard.should_stop(2) and guard.signal_name == sig
+  assert signal.getsignal(signum) is before
+
+
 def test_compile_cache_keeps_a_configured_cache_and_can_be_set(tmp_path):
   current = jax.config.jax_compilation_cache_dir  # the tests' cache (conftest)
   assert configure_compile_cache("auto") == current

@@ -65,7 +65,7 @@ def test_bf16_computes_in_bf16_with_fp32_master_params_and_loss():
   model_fn16, _, _, _ = _setup(dtype=jnp.bfloat16)
   state = state.replace(params=jax.tree.map(lambda p: p + 0.05, state.params))  # non-zero output
   x, t = jnp.asarray(batch["image"]), jnp.full((B,), 2.0)
-  f32, f16 = model_fn32(state.params, x, t), model_fn16(state.params, x, t)
+  f32, f16 = jax.jit(model_fn32)(state.params, x, t), jax.jit(model_fn16)(state.params, x, t)
   assert f16.dtype == jnp.float32  # preconditioning and output in fp32
   rel = float(jnp.linalg.norm(f16 - f32) / jnp.linalg.norm(f32))
   assert 0 < rel < 2e-2, rel  # bf16 rounding: different, but close
