@@ -265,11 +265,9 @@ class Checkpointer:
     """Reads only some TrainState fields of checkpoint `step`: (fields, meta).
 
     abstract_fields: {field: tree of jax.ShapeDtypeStruct with `.sharding`}, e.g.
-    {'ema_params': ...}: what sampling needs. The rest of the state (the other parameter copy,
-    the optimiser moments, a teacher) is not read, so restoring a model to sample from it costs
-    the memory and time of one copy of its parameters (Orbax's partial restore). Same checks as
-    `restore` on what is read: structure and shapes against the saved metadata
-    (CheckpointMismatchError), CRC-32 and finiteness (CheckpointCorruptError).
+    {'ema_params': ...}. The rest (the other parameter copy, the optimiser moments, a teacher) is
+    not read: sampling costs one copy of the parameters (Orbax's partial restore). What is read
+    gets `restore`'s checks (CheckpointMismatchError, CheckpointCorruptError).
     """
     what = f"checkpoint {step} in {self.directory}"
     try:

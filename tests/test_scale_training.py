@@ -84,13 +84,14 @@ def test_labels_condition_the_model_the_step_and_a_teacher():
   x, t = jnp.asarray(batch["image"]), jnp.full((B,), 1.0)
   y = jnp.asarray(batch["label"])
   state = state.replace(params=jax.tree.map(lambda p: p + 0.05, state.params))  # non-zero output layer
-  a, b = model_fn(state.params, x, t, labels=y), model_fn(state.params, x, t, labels=(y + 1) % 10)
+  fn = jax.jit(model_fn)  # one program per call signature, not an eager U-Net op by op
+  a, b = fn(state.params, x, t, labels=y), fn(state.params, x, t, labels=(y + 1) % 10)
   assert float(jnp.abs(a - b).max()) > 1e-4
   with pytest.raises(ValueError, match="class_labels"):
-    model_fn(state.params, x, t)  # a conditional model without labels is an error, not zeros
+    fn(state.params, x, t)  # a conditional model without labels is an error, not zeros
   keys = jax.random.split(jax.random.key(0), B)  # per-example (vmapped) path gets labels too
-  np.testing.assert_allclose(np.asarray(model_fn(state.params, x, t, keys, labels=y)),
-                             np.asarray(model_fn(state.params, x, t, keys, labels=y)))
+  np.testing.assert_allclose(np.asarray(fn(state.params, x, t, keys, labels=y)),
+                             np.asarray(fn(state.params, x, t, keys, labels=y)))
   seen = []
   teacher = lambda p, v, s, labels=None: (seen.append(labels), v)[1]  # noqa: E731
   obj = CDObjective(num_scales=4, teacher_fn=teacher)
