@@ -2,8 +2,9 @@
 
 * Explicit: `coordinator_address` ("host:port"), `num_processes` and `process_id`
   (as given to launch.py by --coordinator_address/--num_processes/--process_id).
-* Automatic: on Cloud TPU pods and under SLURM with more than one task, JAX detects
-  the cluster itself; `JAX_COORDINATOR_ADDRESS` in the environment also triggers it.
+* Automatic: wherever JAX's own cluster detection finds several processes (Cloud TPU VM pod
+  slices through the TPU metadata server, GKE, SLURM, Open MPI's mpirun, Kubernetes), JAX sets
+  the cluster up itself; `JAX_COORDINATOR_ADDRESS` in the environment also triggers it.
 * Otherwise: a single process, nothing to do.
 Must run before any other JAX call. On CPU the cross-process collectives use gloo.
 
@@ -31,13 +32,38 @@ _GRACE_S = 15  # JAX's own initialization_timeout is this much later than the wa
 
 
 def _cluster_detected() -> bool:
+  """Whether this process is one of several in a cluster JAX can set up by itself."""
   env = os.environ
   if env.get("JAX_COORDINATOR_ADDRESS"):
     return True
   if int(env.get("SLURM_NTASKS", "1") or 1) > 1 and env.get("SLURM_JOB_ID"):
     return True
-  # Cloud TPU pod slices: more than one worker host.
-  return len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1
+  # Cloud TPU pod slices that say so in the environment (GKE): more than one worker host.
+  if len([h for h in env.get("TPU_WORKER_HOSTNAMES", "").split(",") if h]) > 1:
+    return True
+  return _jax_cluster() is not None
+
+
+def _jax_cluster():
+  """The multi-process cluster JAX's own detection finds, or None: plain Cloud TPU VM pod slices
+  (through the TPU metadata server, not the environment), GKE TPU, SLURM, Open MPI (mpirun),
+  Kubernetes jobs. JAX's detectors (`jax._src.clusters`, private: anything missing or raising
+  counts as no cluster), skipping the opt-in ones (mpi4py) as `jax.distributed.initialize()`
+  does, and a cluster of one process (a single-host TPU VM: nothing to initialise)."""
+  try:
+    from jax._src import clusters  # noqa: PLC0415 - private API, probed defensively
+    kinds = list(clusters.ClusterEnv._cluster_types)
+  except Exception:  # noqa: BLE001
+    return None
+  for kind in kinds:
+    if getattr(kind, "opt_in_only_method", False):
+      continue
+    try:
+      if kind.is_env_present() and int(kind.get_process_count()) > 1:
+        return kind
+    except Exception:  # noqa: BLE001 - a detector that cannot answer (no metadata server, ...)
+      continue
+  return None
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,

@@ -72,3 +72,47 @@ def test_bad_profile_steps_is_one_line(tmp_path, capsys):
 def test_profile_steps_write_a_trace(tmp_path):
   assert launch.main(SMOKE + ["--config.train.profile_steps=1:3", "--workdir", str(tmp_path)]) == 0
   assert glob.glob(str(tmp_path / "profile" / "**" / "*.xplane.pb"), recursive=True)
+
+
+def test_cluster_detection_asks_jaxs_own_detectors(monkeypatch):
+  """Automatic multi-host start-up asks JAX's cluster detectors (a plain Cloud TPU VM pod slice is
+  found through its metadata server, not the environment; also mpirun, Kubernetes): a detected
+  cluster of 2 processes starts JAX's distributed runtime with no flags; a cluster of one
+  process (a single TPU VM), a detector that raises and an opt-in one (mpi4py) do not."""
+  from jax._src import clusters
+
+  from cmjax import distributed
+
+  for var in ("JAX_COORDINATOR_ADDRESS", "SLURM_NTASKS", "SLURM_JOB_ID", "TPU_WORKER_HOSTNAMES"):
+    monkeypatch.delenv(var, raising=False)
+  assert distributed._cluster_detected() is False  # this machine is no cluster
+
+  def kind(processes, present=True, opt_in=False, broken=False):
+    class Detector:
+      opt_in_only_method = opt_in
+
+      @classmethod
+      def is_env_present(cls):
+        if broken:
+          raise RuntimeError("metadata server unreachable")
+        return present
+
+      @classmethod
+      def get_process_count(cls):
+        return processes
+    return Detector
+
+  monkeypatch.setattr(clusters.ClusterEnv, "_cluster_types",
+                      [kind(1), kind(4, broken=True), kind(2, opt_in=True), kind(8, present=False)])
+  assert distributed._cluster_detected() is False
+  pod = kind(2)
+  monkeypatch.setattr(clusters.ClusterEnv, "_cluster_types", [kind(3, present=False), pod])
+  assert distributed._jax_cluster() is pod and distributed._cluster_detected() is True
+  calls = []
+  monkeypatch.setattr(jax.distributed, "is_initialized", lambda: False)
+  monkeypatch.setattr(jax.distributed, "initialize", lambda **kw: calls.append(kw))
+  monkeypatch.setattr(jax.config, "update", lambda *a: None)
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  assert distributed.initialize() is True
+  assert len(calls) == 1 and calls[0]["coordinator_address"] is None
+  assert calls[0]["num_processes"] is None and calls[0]["process_id"] is None
