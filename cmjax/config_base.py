@@ -33,6 +33,8 @@ model.*                  backbone (cmjax.models.MODELS): its name and exactly it
                          error. model.label_dim > 0 makes the model class-conditional: the data's
                          labels are fed to it in training and sampling draws classes
                          (sample.class_label)
+model.remat              'song_unet', 'adm', 'edm2', 'dit': recompute each block's activations in the
+                         backward pass (less memory, ~one more forward); a resumed run may change it
 param.sigma_data         data std sd in the preconditioning (0.5 for pixels in [-1, 1])
 param.sigma_min/max      boundary time eps (f(x, eps) = x) and the largest noise level T
 param.boundary_shift     consistency methods in EDM time: True = c_skip/c_out shifted by sigma_min so
@@ -145,10 +147,15 @@ RESUMABLE_TRAIN_FIELDS = ("num_steps", "duration_kimg", "sharding", "log_every",
                           "profile_steps", "compile_cache")
 
 
+# model.* fields that change memory, not the parameters or what a step computes.
+RESUMABLE_MODEL_FIELDS = ("remat",)
+
+
 def is_resumable(key: str) -> bool:
   """Whether flattened config key `key` ('section.field') may differ from a checkpoint's config."""
   section, _, field = key.partition(".")
-  return section in RESUMABLE_SECTIONS or (section == "train" and field in RESUMABLE_TRAIN_FIELDS)
+  return (section in RESUMABLE_SECTIONS or (section == "train" and field in RESUMABLE_TRAIN_FIELDS)
+          or (section == "model" and field in RESUMABLE_MODEL_FIELDS))
 
 
 def get_config() -> ml_collections.ConfigDict:

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 
 from cmjax.models.song_layers import (INIT_ADM_GAIN, Conv2d, UNetBlock, dense, group_norm,
                                       label_vectors, positional_embedding)
+from cmjax.models.remat import remat_block
 
 Array = jax.Array
 
@@ -88,6 +89,9 @@ class ADMUNet(nn.Module):
       False: the embedding is added before the norm, affine (B, C) and h = silu(norm1(h +
       affine(emb))) (EDM's UNetBlock adaptive_scale=False; guided-diffusion's
       use_scale_shift_norm=False, the flags of OpenAI's released LSUN-256 consistency models).
+    remat: recompute each residual block's activations in the backward pass (`nn.remat`,
+      jax.checkpoint) instead of storing them: less activation memory for about one more
+      forward pass; parameter names, outputs and gradients are unchanged (tests/test_remat.py).
   """
   out_channels: int = 0
   label_dim: int = 0
@@ -103,6 +107,7 @@ class ADMUNet(nn.Module):
   norm_groups: int = 0
   channels_per_head: int = CHANNELS_PER_HEAD
   adaptive_scale: bool = True
+  remat: bool = False
 
   def block_dropout(self, res: int) -> float:
     """Dropout rate of a residual block whose output resolution is res x res."""
@@ -171,7 +176,8 @@ class ADMUNet(nn.Module):
     c_out = self.out_channels or c_img
     mc, last = self.model_channels, len(self.channel_mult) - 1
     emb = self._embedding(c_noise, class_labels, augment_labels, batch, train)
-    block = functools.partial(UNetBlock, adaptive_scale=self.adaptive_scale, resample_proj=False,
+    block = functools.partial(remat_block(UNetBlock, self.remat),
+                              adaptive_scale=self.adaptive_scale, resample_proj=False,
                               init_mode="kaiming_uniform", eps=1e-5, skip_scale=1.0,
                               norm_groups=self.norm_groups)
 

@@ -45,6 +45,7 @@ import numpy as np
 
 from cmjax.models.edm2_layers import (Block, MPConv, MPFourier, mp_cat, mp_silu, mp_sum,
                                       normalize_weight)
+from cmjax.models.remat import remat_block
 from cmjax.models.song_layers import label_vectors
 from cmjax.param_files import flatten_params, unflatten_params
 
@@ -86,6 +87,9 @@ class EDM2UNet(nn.Module):
     label_dropout: probability of zeroing an example's class vector in training (classifier-free
       guidance; not in EDM2), drawn from the 'dropout' stream.
     clip_act: clip every block's output to [-clip_act, clip_act]; 0 = no clipping.
+    remat: recompute each residual block's activations in the backward pass (`nn.remat`,
+      jax.checkpoint) instead of storing them: less activation memory for about one more
+      forward pass; parameter names, outputs and gradients are unchanged (tests/test_remat.py).
   """
   out_channels: int = 0
   label_dim: int = 0
@@ -104,6 +108,7 @@ class EDM2UNet(nn.Module):
   dropout_max_res: int = 0
   label_dropout: float = 0.0
   clip_act: float = 256.0
+  remat: bool = False
 
   def block_dropout(self, res: int) -> float:
     """Dropout rate of a block whose level resolution is res x res (see dropout_max_res)."""
@@ -158,10 +163,11 @@ class EDM2UNet(nn.Module):
     emb = self._embedding(c_noise, class_labels, batch, train)
 
     def block(h, res, name, flavor, cout=None, **kw):
-      return Block(out_channels=cout or h.shape[-1], flavor=flavor,
-                   channels_per_head=self.channels_per_head, dropout=self.block_dropout(res),
-                   res_balance=self.res_balance, attn_balance=self.attn_balance,
-                   clip_act=self.clip_act, name=name, **kw)(h, emb, train)
+      cls = remat_block(Block, self.remat)
+      return cls(out_channels=cout or h.shape[-1], flavor=flavor,
+                 channels_per_head=self.channels_per_head, dropout=self.block_dropout(res),
+                 res_balance=self.res_balance, attn_balance=self.attn_balance,
+                 clip_act=self.clip_act, name=name, **kw)(h, emb, train)
 
     # Encoder.
     h = jnp.concatenate([x, jnp.ones_like(x[..., :1])], axis=-1)

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 from cmjax.models.song_layers import (INIT_ZERO_GAIN, Conv2d, UNetBlock, downsample,
                                       fourier_embedding, group_norm, label_vectors,
                                       positional_embedding, upsample, xavier_uniform)
+from cmjax.models.remat import remat_block
 
 Array = jax.Array
 
@@ -90,6 +91,9 @@ class SongUNet(nn.Module):
       seeded draw: EDM and score_sde store theirs as a buffer, and an imported NCSN++ needs them.
     noise_scale: c_noise is multiplied by this before the embedding (EDM: 1; EDM's VP
       preconditioner feeds 999 t instead of a scaled c_noise).
+    remat: recompute each residual block's activations in the backward pass (`nn.remat`,
+      jax.checkpoint) instead of storing them: less activation memory for about one more
+      forward pass; parameter names, outputs and gradients are unchanged (tests/test_remat.py).
   """
   out_channels: int = 0
   label_dim: int = 0
@@ -110,6 +114,7 @@ class SongUNet(nn.Module):
   fourier_seed: int = 0
   fourier_freqs: Optional[Sequence[float]] = None
   noise_scale: float = 1.0
+  remat: bool = False
 
   def _check(self, x: Array) -> None:
     """One ValueError line per bad argument or input."""
@@ -193,7 +198,8 @@ class SongUNet(nn.Module):
     c_out = self.out_channels or c_img
     mc, taps, last = self.model_channels, tuple(self.resample_filter), len(self.channel_mult) - 1
     emb = self._embedding(c_noise, class_labels, augment_labels, batch, train, c_noise_2)
-    block = functools.partial(UNetBlock, dropout=self.dropout, skip_scale=math.sqrt(0.5),
+    block = functools.partial(remat_block(UNetBlock, self.remat), dropout=self.dropout,
+                              skip_scale=math.sqrt(0.5),
                               eps=1e-6, resample_filter=taps)
     run = lambda h, **kw: block(**kw)(h, emb, train)  # noqa: E731
 
