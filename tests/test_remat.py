@@ -23,8 +23,27 @@ NETS = {
 }
 
 
+@pytest.mark.parametrize("name", sorted(NETS))
+def test_remat_is_wired_in_every_unet(name):
+  """Tracing only (nothing compiled): the same parameter shapes, and a checkpoint (remat) in the
+  backward pass exactly when model.remat is set."""
+  x, c = jnp.zeros((2, 8, 8, 3)), jnp.zeros((2,))
+  labels = {} if name == "song_unet" else {"class_labels": jnp.array([0, 2])}
+  jaxprs, shapes = {}, {}
+  for flag in (False, True):
+    model = NETS[name](remat=flag)
+    shapes[flag] = jax.eval_shape(lambda: model.init(jax.random.key(1), x, c, **labels))
+    loss = lambda p, m=model: jnp.sum(m.apply(p, x, c, train=True, rngs={"dropout": jax.random.key(3)},
+                                               **labels) ** 2)
+    jaxprs[flag] = str(jax.make_jaxpr(jax.grad(loss))(shapes[flag]))
+  assert jax.tree.map(lambda a: a.shape, shapes[False]) == jax.tree.map(lambda a: a.shape, shapes[True])
+  assert "remat" in jaxprs[True] or "checkpoint" in jaxprs[True]
+  assert "remat" not in jaxprs[False] and "checkpoint" not in jaxprs[False]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["edm2", "song_unet",  # ADM's blocks are SongUNet's UNetBlock
+@pytest.mark.parametrize("name", ["edm2",  # the numbers: SongUNet / ADM share one UNetBlock
+                                  pytest.param("song_unet", marks=pytest.mark.long),
                                   pytest.param("adm", marks=pytest.mark.long)])
 def test_remat_keeps_parameters_outputs_and_gradients(name):
   plain, remat = NETS[name](), NETS[name](remat=True)
