@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import warnings
 
 import jax
 
@@ -59,8 +60,10 @@ def _jax_cluster():
     if getattr(kind, "opt_in_only_method", False):
       continue
     try:
-      if kind.is_env_present() and int(kind.get_process_count()) > 1:
-        return kind
+      with warnings.catch_warnings():  # a probe says nothing (K8s without the kubernetes package)
+        warnings.simplefilter("ignore")
+        if kind.is_env_present() and int(kind.get_process_count()) > 1:
+          return kind
     except Exception:  # noqa: BLE001 - a detector that cannot answer (no metadata server, ...)
       continue
   return None
