@@ -242,24 +242,7 @@ class Checkpointer:
     Raises CheckpointMismatchError (another structure or shape; read from the metadata before
     any array) or CheckpointCorruptError (a checksum differs, a float is not finite).
     """
-    what = f"checkpoint {step} in {self.directory}"
-    try:
-      saved = self.saved_tree(step)
-    except Exception:  # noqa: BLE001 - unreadable metadata: the restore below decides
-      saved = None
-    if saved is not None:
-      check_same_structure(saved, abstract_state, what)
-    has_sums = os.path.isdir(os.path.join(self.directory, str(step), "checksums"))
-    items = {"state": ocp.args.StandardRestore(abstract_state), "meta": ocp.args.JsonRestore()}
-    if has_sums:
-      items["checksums"] = ocp.args.JsonRestore()
-    out = self._manager.restore(step, args=ocp.args.Composite(**items))
-    if not has_sums and not self._warned_unverified:
-      self._warned_unverified = True
-      print(f"cmjax: warning: {what} has no checksums (written by an older cmjax); its arrays "
-            f"are checked for non-finite values only", file=sys.stderr)
-    verify_state(out["state"], out["checksums"] if has_sums else None, what)
-    return out["state"], out["meta"]
+    return self._restore(step, abstract_state)
 
   def restore_fields(self, step: int, abstract_fields: dict) -> tuple:
     """Reads only some TrainState fields of checkpoint `step`: (fields, meta).
@@ -269,24 +252,40 @@ class Checkpointer:
     not read: sampling costs one copy of the parameters (Orbax's partial restore). What is read
     gets `restore`'s checks (CheckpointMismatchError, CheckpointCorruptError).
     """
+    def read():
+      args = ocp.args.PyTreeRestore(
+          item=abstract_fields, partial_restore=True,
+          restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_fields))
+      with ocp.PyTreeCheckpointer() as reader:
+        return reader.restore(os.path.join(self.directory, str(step), "state"), args=args)
+    return self._restore(step, abstract_fields, read, set(abstract_fields))
+
+  def _restore(self, step: int, abstract, read_part=None, fields=None) -> tuple:
+    """(state, meta) of `restore`, or with `read_part` (a callable reading only the top-level
+    `fields` of the state) those fields: structure check, read, checksums, finiteness."""
     what = f"checkpoint {step} in {self.directory}"
     try:
       saved = self.saved_tree(step)
     except Exception:  # noqa: BLE001 - unreadable metadata: the restore below decides
       saved = None
     if saved is not None:
-      check_same_structure({k: v for k, v in saved.items() if k.split("/")[0] in abstract_fields},
-                           abstract_fields, what)
+      if fields is not None:
+        saved = {k: v for k, v in saved.items() if k.split("/")[0] in fields}
+      check_same_structure(saved, abstract, what)
     has_sums = os.path.isdir(os.path.join(self.directory, str(step), "checksums"))
-    items = {"meta": ocp.args.JsonRestore(), **({"checksums": ocp.args.JsonRestore()} if has_sums else {})}
+    items = {"meta": ocp.args.JsonRestore()}
+    if read_part is None:
+      items["state"] = ocp.args.StandardRestore(abstract)
+    if has_sums:
+      items["checksums"] = ocp.args.JsonRestore()
     out = self._manager.restore(step, args=ocp.args.Composite(**items))
-    restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_fields)
-    with ocp.PyTreeCheckpointer() as reader:
-      fields = reader.restore(os.path.join(self.directory, str(step), "state"),
-                              args=ocp.args.PyTreeRestore(item=abstract_fields, partial_restore=True,
-                                                          restore_args=restore_args))
-    verify_state(fields, out["checksums"] if has_sums else None, what)
-    return fields, out["meta"]
+    state = out["state"] if read_part is None else read_part()
+    if not has_sums and not self._warned_unverified:
+      self._warned_unverified = True
+      print(f"cmjax: warning: {what} has no checksums (written by an older cmjax); its arrays "
+            f"are checked for non-finite values only", file=sys.stderr)
+    verify_state(state, out["checksums"] if has_sums else None, what)
+    return state, out["meta"]
 
   def restore_newest(self, abstract_state, check_config=None, fields_only: bool = False):
     """Restores the newest checkpoint that reads back whole; returns (step, state, meta), or None
