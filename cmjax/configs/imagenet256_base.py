@@ -33,8 +33,18 @@ def dit2(c, size: str, **kw):
 
 
 def meanflow(size: str, variant: str, name: str):
-  """MeanFlow on ImageNet 256 with DiT-{size}/2 (module docstrings of the imagenet256_meanflow_*
-  configs cite the values)."""
+  """MeanFlow on ImageNet 256 with DiT-{size}/2 (the imagenet256_meanflow_* configs).
+
+  Settings: the authors' JAX code's defaults (Gsunshine/meanflow configs/default.py, the MF-B/4
+  recipe of run_b4.yml): batch 256, Adam(W, decay 0) lr 1e-4 b2 0.95, EMA 0.9999, (t, r) from
+  logit-normal(-0.4, 1.0) sorted, 25% with r != t, adaptive weight p = 1, eps 0.01, guidance in the
+  target omega = 1, kappa = 0.5, class dropout 0.1, 240 epochs (each cited at its line below).
+  [unverified] per model size: the paper's appendix table gives each size its own epochs and
+  guidance (omega, kappa, interval); the stored sources hold only the code's B/4 defaults, used here
+  for every size: check the paper's table before a paper-scale run.
+  Deviations: the code's r = t mask takes the first 75% of each batch, cmjax draws it per example;
+  the code feeds t and t - r to the DiT, as cmjax's mean_flow family does.
+  """
   tokens = paper_base.parse_variant(variant, name)
   c = paper_base.base("meanflow")
   # The code's LatentDataset ignores its use_flip and stores unflipped latents only
