@@ -325,6 +325,7 @@ def _main(argv: list[str], workdir_out: list) -> int:
   except distributed.InitializationError as e:
     print(f"cmjax: error: {e}", file=sys.stderr)
     return 1
+  configure_compile_cache(config.train.get("compile_cache", "auto"))  # before anything compiles
   undo = _quiet_orbax_errors()
   try:
     if mode == "trajectories":

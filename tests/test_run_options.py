@@ -1,6 +1,10 @@
 """Run options for pods and profiling: the preemption check's interval (no collective per step),
 train.profile_steps (a profiler trace on disk), the persistent compilation cache for runs."""
 import glob
+import os
+import signal
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -38,9 +42,6 @@ def test_one_process_checks_every_step_without_a_collective(monkeypatch):
 def test_guard_turns_either_signal_into_a_stop_request_and_restores_the_handler(sig):
   """Inside the guard a SIGTERM or SIGINT is recorded (the process does not die) and should_stop
   says so; on exit the previous handler is back (test_faults.py runs SIGTERM end to end)."""
-  import os
-  import signal
-
   signum = getattr(signal, sig)
   before = signal.getsignal(signum)
   with preemption.PreemptionGuard() as guard:
@@ -60,6 +61,33 @@ def test_compile_cache_keeps_a_configured_cache_and_can_be_set(tmp_path):
     assert jax.config.jax_compilation_cache_dir == str(tmp_path)
   finally:
     jax.config.update("jax_compilation_cache_dir", current)
+
+
+def _launch(workdir, cache: str, steps: int, log_compiles: bool = False) -> str:
+  """launch.py in a fresh process (as after a preemption) with JAX's cache left to cmjax."""
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith("JAX_COMPILATION_CACHE") and k != "CMJAX_COMPILE_CACHE"}
+  env.update(JAX_LOG_COMPILES="1" if log_compiles else "0", JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, *SMOKE, "--workdir", str(workdir),
+                         f"--config.train.num_steps={steps}", "--config.eval.at_end=False",
+                         f"--config.train.compile_cache={cache}"],
+                        cwd=os.path.dirname(launch.__file__), env=env, capture_output=True,
+                        text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  return proc.stdout + proc.stderr
+
+
+@pytest.mark.slow
+def test_a_resumed_launch_loads_its_train_step_from_the_compile_cache(tmp_path):
+  """train.compile_cache reaches JAX before anything compiles: the first launch writes the train
+  step to the cache, the resumed launch (more steps) finds it and compiles nothing of it (until
+  this test, the setting was parsed but never applied: every resume recompiled)."""
+  cache = tmp_path / "xla"
+  _launch(tmp_path / "run", str(cache), steps=2)
+  assert glob.glob(str(cache / "jit_train_step-*"))
+  out = _launch(tmp_path / "run", str(cache), steps=3, log_compiles=True)
+  assert "Persistent compilation cache hit for 'jit_train_step'" in out
+  assert "MISS for 'jit_train_step'" not in out
 
 
 def test_bad_profile_steps_is_one_line(tmp_path, capsys):
