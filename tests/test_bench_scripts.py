@@ -1,4 +1,5 @@
-"""Tests of the benchmark scripts bench/side_by_side.py and bench/gpu_check.{sh,py}, without torch.
+"""Tests of the benchmark scripts bench/side_by_side.py, bench/profile_ops.py and
+bench/gpu_check.{sh,py}, without torch.
 
 The timings themselves are never tested (they are benchmarks). Checked here: the rows of the
 side-by-side benchmark build the networks they claim (the 'full' row is EDM's DDPM++ with its
@@ -6,8 +7,8 @@ exact 55,732,739 parameters [EDM paper / NVlabs/edm; cmjax/models/song_unet.py d
 'small' row is the cifar10_ect:smoke net), bad rows/variants/threads raise one-line ConfigErrors,
 the statistics, MFU and chip-peak helpers compute the right numbers, the CUDA RNG shim points at
 the CPU generator (on a stand-in module), and `bench/gpu_check.sh --dry` runs every cmjax row on
-CPU, skips the torch row when torch is absent saying why, and writes the JSON it prints (slow).
-No frozen assets.
+CPU, skips the torch row when torch is absent saying why, and writes the JSON it prints (slow);
+profile_ops finds a network's convolutions and norms in compiled HLO. No frozen assets.
 """
 from __future__ import annotations
 
@@ -148,3 +149,38 @@ def test_gpu_check_dry_runs_every_row_on_cpu(tmp_path):
     assert rows["torch_ect"]["skipped"] in ("torch is not installed here", "no --ect_repo given")
   printed = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"row"')]
   assert [p["row"] for p in printed] == list(rows)
+
+
+def test_profile_ops_puts_hlo_operations_and_aten_ops_in_categories():
+  """bench/profile_ops.py's categories come from the optimised HLO's metadata: a network's
+  convolutions and group norms (forward and backward) and the optimizer's update are found."""
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+  po = _load("profile_ops")
+
+  class SongUNet(nn.Module):  # the module name the categories look for
+    @nn.compact
+    def __call__(self, x):
+      h = nn.Conv(8, (3, 3), name="conv0")(x)
+      return jax.nn.silu(nn.GroupNorm(num_groups=4, name="norm0")(h))
+
+  net = SongUNet()
+  x = jnp.ones((2, 8, 8, 3))
+  params = net.init(jax.random.key(0), x)
+
+  def step(p, x):
+    g = jax.grad(lambda q: jnp.sum(net.apply(q, x) ** 2))(p)
+    return jax.tree.map(lambda a, b: a - 0.1 * b, p, g)
+  table = po.hlo_thunk_table(jax.jit(step).lower(params, x).compile().as_text())
+  found = set(table.values())
+  assert ("convolution", "forward") in found and ("convolution", "backward") in found, found
+  assert any(c == "group norm" for c, _ in found), found
+  assert po.category_of_path("jit(train_step)/jvp(vmap(SongUNet))/enc_32x32_block0/norm0/sub") \
+      == "group norm"
+  assert po.category_of_path("jit(train_step)/vmap(jit(_threefry_split))/x") == "PRNG"
+  assert [po.torch_category(op) for op in ("aten::mkldnn_convolution", "aten::native_group_norm",
+                                           "aten::silu", "aten::addmm", "aten::bernoulli_",
+                                           "aten::lerp_", "aten::add")] == [
+      "convolution", "group norm", "silu", "attention + linear", "dropout", "optimizer + EMA",
+      "other network"]

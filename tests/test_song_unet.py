@@ -196,14 +196,18 @@ def _np_up(x, taps):
   return full[p:full.shape[0] - p, p:full.shape[0] - p]
 
 
-@pytest.mark.parametrize("taps", [(1, 1), (1, 3, 3, 1)])
-def test_resampling_matches_edm_conv_semantics(taps):
-  x = np.random.default_rng(0).standard_normal((6, 6)).astype(np.float32)
-  xj = jnp.asarray(x)[None, :, :, None]
+@pytest.mark.parametrize("taps,size", [((1, 1), 6), ((1, 1), 7), ((1, 3, 3, 1), 6)])
+def test_resampling_matches_edm_conv_semantics(taps, size):
+  """The box filter takes the pooling / repeat path (odd sizes: the convolution); both must be
+  EDM's depthwise convolutions, per channel."""
+  x = np.random.default_rng(0).standard_normal((size, size, 2)).astype(np.float32)
+  xj = jnp.asarray(x)[None]
   tol = dict(rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(downsample(xj, taps)[0, :, :, 0], _np_down(x, taps), **tol)
-  np.testing.assert_allclose(upsample(xj, taps)[0, :, :, 0], _np_up(x, taps), **tol)
-  assert downsample(xj, taps).shape == (1, 3, 3, 1) and upsample(xj, taps).shape == (1, 12, 12, 1)
+  for c in range(2):
+    np.testing.assert_allclose(downsample(xj, taps)[0, :, :, c], _np_down(x[..., c], taps), **tol)
+    np.testing.assert_allclose(upsample(xj, taps)[0, :, :, c], _np_up(x[..., c], taps), **tol)
+  assert downsample(xj, taps).shape == (1, size // 2, size // 2, 2)
+  assert upsample(xj, taps).shape == (1, 2 * size, 2 * size, 2)
 
 
 def test_xavier_init_and_bad_arguments():

@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from cmjax.models.song_layers import box_downsample, box_upsample
+
 Array = jax.Array
 
 NORM_EPS = 1e-4  # EDM2 normalize(eps=1e-4)
@@ -51,14 +53,12 @@ def resample(x: Array, mode: str = "keep") -> Array:
   conv with 4 f f^T / 4), 'keep' = identity. x (B, H, W, C) -> (B, H', W', C)."""
   if mode == "keep":
     return x
-  b, h, w, c = x.shape
   if mode == "down":
-    if h % 2 or w % 2:
+    if x.shape[1] % 2 or x.shape[2] % 2:
       raise ValueError(f"resample 'down' needs even H and W, got {x.shape}")
-    pooled = x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4), dtype=jnp.float32)
-    return pooled.astype(x.dtype)
+    return box_downsample(x)
   if mode == "up":
-    return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+    return box_upsample(x)
   raise ValueError(f"unknown resample mode {mode!r}; known: {RESAMPLE_MODES}")
 
 

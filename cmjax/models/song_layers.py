@@ -102,8 +102,32 @@ def _depthwise(x: Array, f: np.ndarray, stride: int, dilation: int, pad: int) ->
       feature_group_count=c)
 
 
+def box_downsample(x: Array) -> Array:
+  """2x2 average pooling, (B, H, W, C) -> (B, H/2, W/2, C) (H, W even), averaged in float32:
+  what the stride-2 depthwise conv with the box filter [1, 1] computes, without a convolution."""
+  b, h, w, c = x.shape
+  pooled = x.reshape(b, h // 2, 2, w // 2, 2, c).mean(axis=(2, 4), dtype=jnp.float32)
+  return pooled.astype(x.dtype)
+
+
+def box_upsample(x: Array) -> Array:
+  """Nearest-neighbour 2x upsampling, (B, H, W, C) -> (B, 2H, 2W, C): exactly the transposed
+  conv with 4 f f^T / 4 = ones for the box filter f = [1, 1] (every tap multiplies by 1)."""
+  return jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2)
+
+
+def _is_box(taps: Sequence[float]) -> bool:
+  return len(taps) == 2 and taps[0] == taps[1]
+
+
 def downsample(x: Array, taps: Sequence[float]) -> Array:
-  """(B, H, W, C) -> (B, H/2, W/2, C): filter with f f^T / (sum f)^2, stride 2 (EDM Conv2d down)."""
+  """(B, H, W, C) -> (B, H/2, W/2, C): filter with f f^T / (sum f)^2, stride 2 (EDM Conv2d down).
+
+  The box filter [1, 1] (DDPM++, ADM) on even H, W is 2x2 average pooling (`box_downsample`):
+  on XLA's CPU backend the grouped convolution cost ~6x the whole pooling (bench/profile_ops.py).
+  """
+  if _is_box(taps) and x.shape[1] % 2 == 0 and x.shape[2] % 2 == 0:
+    return box_downsample(x)
   f = _filter_2d(taps)
   return _depthwise(x, f, stride=2, dilation=1, pad=(len(taps) - 1) // 2)
 
@@ -112,8 +136,12 @@ def upsample(x: Array, taps: Sequence[float]) -> Array:
   """(B, H, W, C) -> (B, 2H, 2W, C): transposed conv with 4 f f^T / (sum f)^2, stride 2 (EDM up).
 
   conv_transpose(x, f, stride 2, padding p) = conv(x dilated by 2, flip(f), padding k-1-p);
-  f is symmetric, so no flip is needed.
+  f is symmetric, so no flip is needed. The box filter [1, 1] is nearest-neighbour upsampling
+  (`box_upsample`, bit-identical; the lhs-dilated grouped convolution was the most expensive
+  operation of a small SongUNet's train step on XLA's CPU backend: bench/profile_ops.py).
   """
+  if _is_box(taps):
+    return box_upsample(x)
   f = 4.0 * _filter_2d(taps)
   return _depthwise(x, f, stride=1, dilation=2, pad=len(taps) - 1 - (len(taps) - 1) // 2)
 
@@ -166,7 +194,8 @@ class Conv2d(nn.Module):
     b = self.param("bias", b_init, (self.out_channels,))
     if self.fused_resample and self.down:
       x = self._conv(x, w, k // 2 + (len(taps) - 1) // 2)
-      x = _depthwise(x, _filter_2d(taps), stride=2, dilation=1, pad=0)
+      x = downsample(x, taps) if len(taps) == 2 else _depthwise(x, _filter_2d(taps), stride=2,
+                                                                 dilation=1, pad=0)
     elif self.fused_resample and self.up:
       raise ValueError("Conv2d: fused_resample with up=True is not supported")
     else:
