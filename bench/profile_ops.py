@@ -34,6 +34,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 sys.path.insert(0, ROOT)
 
+from emit import emit  # noqa: E402 - bench/ is on the path from here
+
 CATEGORIES = ("convolution", "group norm", "silu", "attention + linear", "dropout", "PRNG",
               "optimizer + EMA", "other network", "other")
 _INSTR = re.compile(r"^\s*(?:ROOT )?%([\w.\-]+) = \S+ (\S+?)\(")
@@ -223,10 +225,7 @@ def main(argv=None) -> None:
   result = {"row": args.row, "batch": row.batch, "params": jx.params, "threads": args.threads,
             "steps": args.steps, "machine": info, "cmjax": jx_prof, "torch": th_prof}
   print(table_markdown(jx_prof, th_prof))
-  print(json.dumps(result))
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(result, f, indent=1)
+  emit(result, args.json)
 
 
 if __name__ == "__main__":

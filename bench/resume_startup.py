@@ -18,7 +18,6 @@ Ends with one JSON line (also written to --json).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import re
@@ -29,6 +28,9 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from emit import emit  # noqa: E402
+
 COMPILED = re.compile(r"train step compiled in ([0-9.]+)s")
 
 
@@ -90,10 +92,7 @@ def main() -> None:
   }
   off, on = result["launch_s"]["off"]["median"], result["launch_s"]["on"]["median"]
   result["launch_speedup"] = round(off / on, 2)
-  print(json.dumps(result))
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(result, f, indent=1)
+  emit(result, args.json)
 
 
 if __name__ == "__main__":

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from emit import emit  # noqa: E402
 
 
 def main() -> None:
@@ -79,10 +80,7 @@ def main() -> None:
       "peak_mib": round(stats["peak_bytes_in_use"] / 2**20, 1) if "peak_bytes_in_use" in stats else None,
       "steps_timed": args.steps, "jax": jax.__version__,
   }
-  print(json.dumps(result))
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(result, f, indent=2)
+  emit(result, args.json)
 
 
 if __name__ == "__main__":
