@@ -28,6 +28,10 @@ axes, each a table of labelled settings:
   finished. `--doc FILE` writes the tables between the markers `<!-- ablate:NAME:begin -->` and
   `<!-- ablate:NAME:end -->` of FILE (NAME = the sweep file's stem), leaving the rest of the
   file (the conclusions) as it is.
+- The results outlive the run directories: every finished run's numbers (the top-level numbers
+  of its summary.json, with its settings and seed) are kept in a ledger, by default
+  `results/NAME.jsonl` beside the sweep file, meant to be committed. A run found in the ledger
+  is not run again, and the tables read the ledger where a run directory is gone.
 """
 from __future__ import annotations
 
@@ -187,18 +191,64 @@ def _fmt(xs: list[float], digits: int = 2) -> str:
   return f"{m:.{digits}f}" if math.isnan(sd) else f"{m:.{digits}f} ± {sd:.{digits}f}"
 
 
-def summaries(workdirs: list[str]) -> list[dict]:
+def read_ledger(path: str) -> dict:
+  """{run name: record} from a ledger file (JSON lines; a later line for a run wins)."""
+  out = {}
+  if path and os.path.exists(path):
+    with open(path) as f:
+      for n, line in enumerate(f, 1):
+        if line.strip():
+          try:
+            rec = json.loads(line)
+            out[rec["run"]] = rec
+          except (ValueError, KeyError, TypeError):
+            raise SystemExit(f"ablate: error: {path}:{n} is not a ledger record (JSON with 'run')")
+  return out
+
+
+def record(path: str, jobs: list[tuple[list[str], str]], seeds_of: dict) -> int:
+  """Adds every finished run of `jobs` that the ledger lacks (or holds with other numbers) to
+  the ledger at `path`, rewritten atomically; returns how many records were written."""
+  ledger = read_ledger(path)
+  new = 0
+  for cmd, wd in jobs:
+    p = os.path.join(wd, "summary.json")
+    if not os.path.exists(p):
+      continue
+    with open(p) as f:
+      summ = json.load(f)
+    nums = {k: v for k, v in summ.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    name = os.path.basename(wd.rstrip("/"))
+    flags = [x for i, x in enumerate(cmd) if x != "--workdir" and (i == 0 or cmd[i - 1] != "--workdir")]
+    rec = {"run": name, "seed": seeds_of.get(wd), "flags": flags[3:], "summary": nums}
+    if ledger.get(name, {}).get("summary") != nums:
+      ledger[name] = rec
+      new += 1
+  if new:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      for name in sorted(ledger):
+        f.write(json.dumps(ledger[name], sort_keys=True) + "\n")
+    os.replace(tmp, path)
+  return new
+
+
+def summaries(workdirs: list[str], ledger: dict | None = None) -> list[dict]:
+  """The summaries of the runs in `workdirs` that finished: summary.json, else the ledger's."""
   out = []
   for wd in workdirs:
     p = os.path.join(wd, "summary.json")
     if os.path.exists(p):
       with open(p) as f:
         out.append(json.load(f))
+    elif ledger and os.path.basename(wd.rstrip("/")) in ledger:
+      out.append(ledger[os.path.basename(wd.rstrip("/"))]["summary"])
   return out
 
 
-def tables(sweep: dict, cells: dict) -> str:
-  """Markdown: one table per axis, mean ± std over the finished seeds."""
+def tables(sweep: dict, cells: dict, ledger: dict | None = None) -> str:
+  """Markdown: one table per axis, mean ± std over the finished seeds (run directory or ledger)."""
   metrics = sweep.get("metrics", ["fd_digits_1step", "fd_digits_2step"])
   ref = sweep.get("reference", "default")
   out, axes = [], []
@@ -209,13 +259,13 @@ def tables(sweep: dict, cells: dict) -> str:
     labels = [lab for a, lab in cells if a == axis]
     ref_images = None
     if (axis, ref) in cells:
-      s = summaries(cells[(axis, ref)])
+      s = summaries(cells[(axis, ref)], ledger)
       ref_images = s[0]["images_seen"] if s else None
     out.append(f"#### {axis}\n")
     out.append("| setting | " + " | ".join(metrics) + " | train s | images | seeds |")
     out.append("|---" * (len(metrics) + 4) + "|")
     for lab in labels:
-      s = summaries(cells[(axis, lab)])
+      s = summaries(cells[(axis, lab)], ledger)
       vals = [_fmt([x[m] for x in s if m in x]) for m in metrics]
       imgs = sorted({x["images_seen"] for x in s})
       img = ",".join(str(i) for i in imgs) or "—"
@@ -252,6 +302,8 @@ def main(argv=None) -> int:
   ap.add_argument("--doc", default="", help="write the tables into this markdown file")
   ap.add_argument("--dry", action="store_true", help="print the commands, run nothing")
   ap.add_argument("--report", action="store_true", help="only collect and print the tables")
+  ap.add_argument("--ledger", default="", help="the results ledger (default: results/NAME.jsonl "
+                  "beside the sweep file)")
   a = ap.parse_args(argv)
   sweep = load_sweep(a.sweep)
   seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
@@ -260,6 +312,14 @@ def main(argv=None) -> int:
   if unknown:
     raise SystemExit(f"ablate: error: unknown axes {unknown}; known: {list(sweep['axes'])}")
   pre_jobs, jobs, cells = plan(sweep, seeds, a.root, only)
+  name = os.path.splitext(os.path.basename(a.sweep))[0]
+  ledger_path = a.ledger or os.path.join(os.path.dirname(os.path.abspath(a.sweep)), "results", name + ".jsonl")
+  ledger = read_ledger(ledger_path)
+  planned = jobs
+  jobs = [(c, wd) for c, wd in jobs if os.path.basename(wd) not in ledger
+          or os.path.exists(os.path.join(wd, "summary.json"))]  # recorded: not run again
+  pre_jobs = [(c, wd) for c, wd in pre_jobs if any(f.endswith("=" + wd) for c2, _ in jobs for f in c2)]
+  seeds_of = {wd: int(wd.rsplit("-s", 1)[1]) for wds in cells.values() for wd in wds}
   if a.dry:
     for cmd, _ in pre_jobs + jobs:
       print(" ".join(cmd[1:]))
@@ -268,10 +328,13 @@ def main(argv=None) -> int:
     os.makedirs(a.root, exist_ok=True)
     run_all(pre_jobs, a.jobs)
     run_all(jobs, a.jobs)
-  text = tables(sweep, cells)
+  n = record(ledger_path, planned, seeds_of)
+  if n:
+    print(f"ablate: {n} result(s) recorded in {ledger_path}", flush=True)
+  text = tables(sweep, cells, read_ledger(ledger_path))
   print(text)
   if a.doc:
-    write_doc(a.doc, os.path.splitext(os.path.basename(a.sweep))[0], text)
+    write_doc(a.doc, name, text)
   return 0
 
 

@@ -97,3 +97,35 @@ def test_a_failed_run_names_its_last_log_line(tmp_path):
   cmd = [sys.executable, "-c", "import sys; print('cmjax: error: bad thing'); sys.exit(2)"]
   assert ablate.run_one(cmd, wd, None)[1] is False
   assert ablate._last_line(wd + ".log") == "cmjax: error: bad thing"
+
+
+def test_the_ledger_keeps_results_when_run_directories_are_gone(tmp_path):
+  sweep_path = _write(tmp_path, {"config": "digits_ect", "axes": {"lr": {"default": {}, "2e-3": {"optim.lr": 0.002}}}})
+  sweep = ablate.load_sweep(sweep_path)
+  root = tmp_path / "runs"
+  _, jobs, cells = ablate.plan(sweep, [0, 1], str(root), [])
+  for i, (_, wd) in enumerate(jobs):
+    os.makedirs(wd)
+    json.dump({"fd_digits_1step": 10.0 + i, "fd_digits_2step": 5.0, "train_seconds": 60.0, "images_seen": 100,
+               "method": "ect"}, open(os.path.join(wd, "summary.json"), "w"))
+  ledger = str(tmp_path / "results" / "sweep.jsonl")
+  assert ablate.main([sweep_path, "--seeds", "0,1", "--root", str(root), "--report"]) == 0
+  recs = ablate.read_ledger(ledger)
+  assert len(recs) == 4 and all("method" not in r["summary"] for r in recs.values())
+  rec = recs[os.path.basename(cells[("lr", "2e-3")][1])]
+  assert rec["seed"] == 1 and "--config.optim.lr=0.002" in rec["flags"]
+  assert not any(str(root) in f for f in rec["flags"])  # no machine paths
+  before = ablate.tables(sweep, cells)
+  import shutil
+  shutil.rmtree(root)  # the machine is gone; the ledger is committed
+  assert ablate.tables(sweep, cells) != before  # without the ledger: nothing
+  assert ablate.tables(sweep, cells, ablate.read_ledger(ledger)) == before
+  # A recorded run is not run again: --dry lists nothing to run.
+  import contextlib, io
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    ablate.main([sweep_path, "--seeds", "0,1", "--root", str(root), "--dry"])
+  assert out.getvalue() == ""
+  open(ledger, "a").write("not json\n")
+  with pytest.raises(SystemExit, match="sweep.jsonl:5 is not a ledger record"):
+    ablate.read_ledger(ledger)
