@@ -45,14 +45,18 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
-import statistics
 import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-  sys.path.insert(0, ROOT)
+for _p in (ROOT, os.path.join(ROOT, "bench")):
+  if _p not in sys.path:
+    sys.path.insert(0, _p)
+
+# The reference side and the CPU meters live in their own files (re-exported: gpu_check.py and
+# profile_ops.py use them through this module).
+from cpu_meter import ThreadMeter, machine_info, pin_threads, stats_ms, thread_ticks  # noqa: E402,F401
+from ect_reference import DROPOUT, EMA_BETA, TorchSide, import_reference, shim_cuda_rng  # noqa: E402,F401
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +79,6 @@ ROWS = {
     "sample": Row("sample", 16, (2, 2, 2), 1, 128, kind="sample"),
 }
 VARIANTS = ("rbg", "unsafe_rbg", "batched_dropout", "no_dropout")
-DROPOUT = 0.2  # run_ecm.sh --dropout=0.2 [code: locuslab/ect]
-EMA_BETA = 0.9999  # ct_train.py --ema_beta default [code: locuslab/ect]
 
 
 def parse_list(text: str, known, what: str) -> list:
@@ -87,90 +89,6 @@ def parse_list(text: str, known, what: str) -> list:
   if bad:
     raise ConfigError(f"unknown {what} {bad[0]!r}; known: {', '.join(known)}")
   return names
-
-
-def pin_threads(n: int) -> list:
-  """Pins this process to the first n CPUs it may use and sets XLA's flags for n threads.
-
-  Must run before jax is imported (XLA reads XLA_FLAGS and sizes its thread pool from the CPU
-  affinity when the backend starts). Returns the CPUs kept. torch's count is set by `torch_side`.
-  """
-  from cmjax.errors import ConfigError
-  allowed = sorted(os.sched_getaffinity(0))
-  if n < 1 or n > len(allowed):
-    raise ConfigError(f"--threads must be in 1..{len(allowed)} (CPUs this process may use), got {n}")
-  keep = allowed[:n]
-  os.sched_setaffinity(0, keep)
-  if n == 1 and "xla_cpu_multi_thread_eigen" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
-  for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ[var] = str(n)
-  os.environ.setdefault("JAX_PLATFORMS", "cpu")
-  return keep
-
-
-def thread_ticks() -> dict:
-  """CPU time (clock ticks, user + system) of each thread of this process: {tid: ticks}."""
-  out = {}
-  for tid in os.listdir("/proc/self/task"):
-    try:
-      with open(f"/proc/self/task/{tid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-      out[tid] = int(fields[11]) + int(fields[12])
-    except (OSError, IndexError, ValueError):
-      pass
-  return out
-
-
-class ThreadMeter:
-  """Accumulates per-thread CPU time over the calls it wraps (to see how many threads work)."""
-
-  def __init__(self):
-    self.ticks, self.wall, self.calls = {}, 0.0, 0
-
-  def time(self, fn):
-    """Runs fn() and returns its wall seconds, adding each thread's CPU ticks meanwhile."""
-    t0, w0 = thread_ticks(), time.perf_counter()
-    fn()
-    dt = time.perf_counter() - w0
-    for tid, v in thread_ticks().items():
-      self.ticks[tid] = self.ticks.get(tid, 0) + v - t0.get(tid, 0)
-    self.wall += dt
-    self.calls += 1
-    return dt
-
-  def summary(self) -> dict:
-    """busy_threads (>= 25% of the busiest thread's CPU time), cpu_per_wall and cpu_ms per call
-    (the process's CPU time per step: under load from other processes a steadier measure of
-    the work than wall time, for 1 thread)."""
-    vals = sorted((v for v in self.ticks.values() if v > 0), reverse=True)
-    hz = os.sysconf("SC_CLK_TCK")
-    busy = [v for v in vals if vals and v >= 0.25 * vals[0]]
-    return {"busy_threads": len(busy),
-            "cpu_ms": round(1000.0 * sum(vals) / hz / max(self.calls, 1), 1),
-            "cpu_per_wall": round(sum(vals) / hz / max(self.wall, 1e-9), 2),
-            "top_thread_cpu_s": [round(v / hz, 2) for v in vals[:4]]}
-
-
-def stats_ms(seconds: list) -> dict:
-  """{min, median, n} of step times given in seconds, as milliseconds."""
-  ms = [1000.0 * s for s in seconds]
-  return {"min_ms": round(min(ms), 2), "median_ms": round(statistics.median(ms), 2), "n": len(ms)}
-
-
-def machine_info() -> dict:
-  """CPU model, logical cores, cores this process may use, load average, platform."""
-  model = platform.processor() or ""
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          model = line.split(":", 1)[1].strip()
-          break
-  except OSError:
-    pass
-  return {"cpu": model, "cores": os.cpu_count(), "affinity": sorted(os.sched_getaffinity(0)),
-          "loadavg": list(os.getloadavg()), "platform": platform.platform()}
 
 
 def ect_config_module():
@@ -262,91 +180,6 @@ class CmjaxSide:
     """The last step's loss (train rows), to show both sides train on finite numbers."""
     self.state, m = self.step_fn(self.state, self.batch, self.key)
     return float(m["loss"])
-
-
-def shim_cuda_rng(torch) -> None:
-  """Points torch.cuda.get_rng_state / set_rng_state at the CPU generator (ECMLoss shares its
-  two passes' dropout masks by restoring the CUDA RNG state; on CPU the masks come from the CPU
-  generator, so restoring that one keeps the reference's semantics)."""
-  torch.cuda.get_rng_state = lambda device="cuda": torch.get_rng_state()
-  torch.cuda.set_rng_state = lambda new_state, device="cuda": torch.set_rng_state(new_state)
-
-
-def import_reference(ect_repo: str):
-  """(torch, ECMPrecond, ECMLoss, generator_fn) from a locuslab/ect checkout."""
-  from cmjax.errors import ConfigError
-  if not os.path.isfile(os.path.join(ect_repo, "training", "loss.py")):
-    raise ConfigError(f"--ect_repo {ect_repo!r} is not a locuslab/ect checkout (no training/loss.py)")
-  try:
-    import torch
-  except ImportError as e:
-    raise ConfigError(f"the PyTorch reference needs torch in this environment ({e})") from None
-  if ect_repo not in sys.path:
-    sys.path.insert(0, os.path.abspath(ect_repo))
-  from training.ct_training_loop import generator_fn
-  from training.loss import ECMLoss
-  from training.networks import ECMPrecond
-  return torch, ECMPrecond, ECMLoss, generator_fn
-
-
-class TorchSide:
-  """The authors' ECT train step (or 1-step sampling) in PyTorch eager for one row."""
-
-  def __init__(self, ect_repo: str, row: Row, images_nhwc, threads: int = 0, device: str = "cpu",
-               no_dropout: bool = False, dtype: str = "fp32"):
-    import copy
-    torch, ECMPrecond, ECMLoss, generator_fn = import_reference(ect_repo)
-    self.torch, self.row, self.device, self.generator_fn = torch, row, device, generator_fn
-    if threads:
-      torch.set_num_threads(threads)
-    if device == "cpu":
-      shim_cuda_rng(torch)
-    torch.manual_seed(0)
-    # ct_train.py --arch=ddpmpp network kwargs [code: locuslab/ect], the row's widths.
-    self.net = ECMPrecond(img_resolution=32, img_channels=3, label_dim=0,
-                          use_fp16=(dtype == "fp16"), model_type="SongUNet",
-                          embedding_type="positional", encoder_type="standard",
-                          decoder_type="standard", channel_mult_noise=1, resample_filter=[1, 1],
-                          model_channels=row.channels, channel_mult=list(row.mult),
-                          num_blocks=row.blocks, attn_resolutions=list(row.attn),
-                          dropout=0.0 if no_dropout else DROPOUT).to(device).train()
-    self.params = int(sum(p.numel() for p in self.net.parameters()))
-    self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
-    self.loss_fn = ECMLoss(P_mean=-1.1, P_std=2.0, q=2, c=0.0, k=8.0, b=1.0, adj="sigmoid")
-    self.loss_fn.update_schedule(0)
-    self.opt = torch.optim.RAdam(self.net.parameters(), lr=1e-4, betas=[0.9, 0.999], eps=1e-8)
-    self.images = torch.as_tensor(images_nhwc).permute(0, 3, 1, 2).contiguous().to(device)
-    self.last_loss = float("nan")
-
-  def _sync(self):
-    if self.device != "cpu":
-      self.torch.cuda.synchronize()
-
-  def step(self) -> None:
-    """One train step as in training/ct_training_loop.py (or one 1-step sampling batch)."""
-    torch = self.torch
-    if self.row.kind == "sample":
-      with torch.no_grad():
-        z = torch.randn([self.row.batch, 3, 32, 32], device=self.device)
-        self.generator_fn(self.ema, z)
-      self._sync()
-      return
-    self.opt.zero_grad(set_to_none=True)
-    loss = self.loss_fn(net=self.net, images=self.images, labels=None)
-    loss.mean().backward()
-    for p in self.net.parameters():
-      if p.grad is not None:
-        torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
-    self.opt.step()
-    with torch.no_grad():
-      for p_ema, p_net in zip(self.ema.parameters(), self.net.parameters()):
-        p_ema.copy_(p_net.detach().lerp(p_ema, EMA_BETA))
-    self.last_loss = loss.detach()
-    self._sync()
-
-  def loss(self) -> float:
-    self.step()
-    return float(self.last_loss.mean())
 
 
 def run_row(row: Row, ect_repo: str, repeats: int, warmup: int, threads: int, variants=()) -> dict:
