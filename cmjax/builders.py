@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from cmjax import parallel
 from cmjax.config_validation import validate_config
 from cmjax.data import data_kind, image_shape
-from cmjax.models import build_model, num_classes
+from cmjax.models import buffer_mask, build_model, num_classes
 from cmjax.objectives import build_objective
 from cmjax.parametrization import make_model_fn
 from cmjax.schedules import Durations, resolve_durations
@@ -105,5 +105,6 @@ def build(config, mesh=None) -> Built:
                data_kind=data_kind(config), durations=durations, compute_dtype=compute_dtype,
                model=model, objective=objective, family=family, precond=precond,
                model_fn=make_model_fn(model, precond, compute_dtype),
-               optimizer=build_optimizer(config.optim, lr=durations.lr_schedule),
+               optimizer=build_optimizer(config.optim, lr=durations.lr_schedule,
+                                         frozen=buffer_mask(config.model)),
                named_samplers=family.named_samplers(config), batch_sharding=batch_sharding)

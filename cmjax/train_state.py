@@ -50,7 +50,7 @@ def muon_dimension_numbers(params):
 
 
 def build_optimizer(optim_config, warmup_steps: float | None = None,
-                    lr: optax.Schedule | None = None) -> optax.GradientTransformation:
+                    lr: optax.Schedule | None = None, frozen=None) -> optax.GradientTransformation:
   """Adam, RAdam or Muon with linear lr warmup, optional global-norm clipping and weight decay.
 
   Every field is honoured for every optimiser (the official CM code ignored warmup
@@ -65,6 +65,12 @@ def build_optimizer(optim_config, warmup_steps: float | None = None,
   (momentum `muon_beta`), scaled to AdamW's update RMS (`consistent_rms=0.2`, Liu et al. Eq. 4)
   so one `lr` serves both parts; every other parameter takes optax's AdamW step (b1, b2, eps,
   Nesterov as optax does). Weight decay, if any, is decoupled for both parts.
+
+  `frozen` (a function params -> tree of bools, e.g. `cmjax.models.buffer_mask`) marks buffers
+  stored among the parameters: with weight decay on, their updates are zeroed (`optax.masked`
+  `set_to_zero`), since decoupled decay would otherwise shrink them although their gradient is
+  zero. Without weight decay nothing is added (a zero gradient already gives a zero step, and the
+  optimiser state keeps the structure that earlier checkpoints hold).
   """
   c = optim_config
   if lr is None:
@@ -79,12 +85,14 @@ def build_optimizer(optim_config, warmup_steps: float | None = None,
         learning_rate=lr, beta=getattr(c, "muon_beta", 0.95), weight_decay=c.weight_decay,
         adam_b1=c.b1, adam_b2=c.b2, eps=c.eps, adam_weight_decay=c.weight_decay,
         muon_weight_dimension_numbers=muon_dimension_numbers, consistent_rms=0.2))
-    return optax.chain(*chain)
-  chain.append(optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps) if c.name == "adam"
-               else optax.scale_by_radam(b1=c.b1, b2=c.b2, eps=c.eps))
-  if c.weight_decay > 0:
-    chain.append(optax.add_decayed_weights(c.weight_decay))
-  chain.append(optax.scale_by_learning_rate(lr))
+  else:
+    chain.append(optax.scale_by_adam(b1=c.b1, b2=c.b2, eps=c.eps) if c.name == "adam"
+                 else optax.scale_by_radam(b1=c.b1, b2=c.b2, eps=c.eps))
+    if c.weight_decay > 0:
+      chain.append(optax.add_decayed_weights(c.weight_decay))
+    chain.append(optax.scale_by_learning_rate(lr))
+  if frozen is not None and c.weight_decay > 0:
+    chain.append(optax.masked(optax.set_to_zero(), frozen))
   return optax.chain(*chain)
 
 

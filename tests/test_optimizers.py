@@ -17,7 +17,7 @@ from cmjax.train_step import make_train_step
 
 def _optim(**kw):
   c = config_base.get_config().optim
-  c.update(name="muon", lr=1e-3, **kw)
+  c.update(**{"name": "muon", "lr": 1e-3, **kw})
   return c
 
 
@@ -89,3 +89,29 @@ def test_bad_muon_settings_are_one_line():
   with pytest.raises(ConfigError, match="unknown optimizer 'lion'"):
     config_validation.validate_config(c, num_devices=1)
   assert isinstance(c.optim, ml_collections.ConfigDict)
+
+
+@pytest.mark.parametrize("name", ["adam", "radam", "muon"])
+def test_weight_decay_never_moves_edm2s_fourier_buffers(name):
+  # EDM2's MPFourier frequencies/phases are fixed buffers stored in 'params' (zero gradient);
+  # decoupled weight decay would shrink them every step unless the optimiser masks them.
+  from cmjax.models import buffer_mask, model_config
+  cfg = model_config("edm2", model_channels=8, channel_mult=(1,),
+                     num_blocks=1, attn_resolutions=())
+  from cmjax.models import build_model
+  model = build_model(cfg)
+  params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), jnp.zeros((1,)))["params"]
+  grads = jax.tree.map(lambda p: jnp.ones_like(p), params)
+  mask = buffer_mask(cfg)(params)
+  grads = jax.tree.map(lambda g, m: jnp.zeros_like(g) if m else g, grads, mask)  # as stop_gradient gives
+  assert sum(jax.tree.leaves(mask)) == 2  # emb_fourier's freqs and phases
+  for frozen, moved in ((buffer_mask(cfg), False), (None, True)):
+    opt = build_optimizer(_optim(name=name, weight_decay=0.1), frozen=frozen)
+    updates, _ = opt.update(grads, opt.init(params), params)
+    new = optax.apply_updates(params, updates)
+    for p, q, m in zip(jax.tree.leaves(params), jax.tree.leaves(new), jax.tree.leaves(mask)):
+      if m:  # without the mask the decay moves the buffers: the test can fail
+        assert bool(jnp.any(p != q)) == moved
+      else:
+        assert bool(jnp.any(p != q))
+  assert buffer_mask(model_config("unet")) is None

@@ -44,6 +44,20 @@ def model_fields(name: str) -> dict:
   return out
 
 
+def buffer_mask(model_config):
+  """For a backbone that stores fixed buffers among its 'params' (its class attribute
+  `buffer_leaves`: leaf names, e.g. EDM2's MPFourier 'freqs' and 'phases'), a function
+  tree -> tree of bools, True at those leaves (matched by the last key of the path, so it works
+  on the (params, aux_params) pair too); None for every other backbone. The optimiser zeroes
+  their updates (`build_optimizer(frozen=...)`), so weight decay never moves them."""
+  names = tuple(getattr(MODELS.get(model_config.name), "buffer_leaves", ()))
+  if not names:
+    return None
+  import jax
+  return lambda tree: jax.tree_util.tree_map_with_path(
+      lambda path, _: getattr(path[-1], "key", None) in names, tree)
+
+
 def model_config(name: str, **overrides) -> ml_collections.ConfigDict:
   """The `config.model` section of backbone `name`: its name and every constructor argument at
   its default, with `overrides` applied (an argument the network does not take is a ConfigError)."""

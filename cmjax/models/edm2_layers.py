@@ -90,8 +90,9 @@ class MPFourier(nn.Module):
   construction). Here they are the 'freqs' and 'phases' entries of the 'params' collection, drawn
   from the init key, so that they are saved, restored and converted with the rest of the network
   (`edm2_params_from_torch` loads EDM2's buffers into them), but they are never trained: the
-  forward pass applies stop_gradient, so their gradients are exactly zero (exclude them from
-  weight decay with `cmjax.models.edm2_unet.edm2_trainable_mask`).
+  forward pass applies stop_gradient, so their gradients are exactly zero, and cmjax's optimiser
+  zeroes their updates when weight decay is on (`EDM2UNet.buffer_leaves`,
+  `cmjax.models.buffer_mask`; in your own optax chain use `edm2_trainable_mask`).
   """
   num_channels: int
   bandwidth: float = 1.0

@@ -27,7 +27,8 @@ do the exact EDM2 order for every model.name='edm2' run (`cmjax.run`:
 `make_train_step(project=edm2_force_normalize)`; tests/test_edm2_training.py).
 
 MPFourier's random frequencies/phases (EDM2 buffers) are stored in 'params' but not trained
-(stop_gradient; `edm2_trainable_mask` marks them for excluding from weight decay). With
+(stop_gradient; with weight decay on, cmjax's optimiser zeroes their updates through
+`buffer_leaves`, and `edm2_trainable_mask` marks them for your own optax chain). With
 `make_model_fn(compute_dtype=bfloat16)` every float param is cast, these included: the Fourier
 frequencies are then rounded to bfloat16 (a fixed perturbation of < 0.4% of each frequency).
 """
@@ -36,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
-from typing import Mapping, Optional, Sequence
+from typing import ClassVar, Mapping, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -91,6 +92,7 @@ class EDM2UNet(nn.Module):
       jax.checkpoint) instead of storing them: less activation memory for about one more
       forward pass; parameter names, outputs and gradients are unchanged (tests/test_remat.py).
   """
+  buffer_leaves: ClassVar[tuple] = FOURIER_BUFFERS  # stored in 'params', never trained
   out_channels: int = 0
   label_dim: int = 0
   model_channels: int = 192
