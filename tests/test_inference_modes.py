@@ -1,7 +1,7 @@
 """--mode sample, edit and eval through launch.py on a briefly trained smoke run: outputs,
 determinism given the seed, checkpoint and params choice, the t_mid search, exact known pixels
-of inpainting, eval.json records (digits-FD, precision/recall, FID through the Inception port),
-and one-line errors for bad input."""
+of inpainting, eval.json records (digits-FD, precision/recall; FID through the Inception port in
+the long tier), and one-line errors for bad input."""
 import json
 import os
 
@@ -25,6 +25,14 @@ def test_sample_edit_eval_modes(tmp_path, capsys):
   _check_t_mid_search(wd)
   _check_edit_mode(wd, capsys, tmp_path)
   _check_eval_mode(wd, capsys, tmp_path)
+
+
+@pytest.mark.long  # 40 s of compiling Inception; FID, its reference files and the port: test_fid_*.py, test_inception.py
+def test_eval_mode_fid_through_the_inception_port(tmp_path, capsys):
+  wd = tmp_path / "run"
+  assert launch.main(SMOKE + ["--workdir", str(wd), "--config.eval.at_end=False"]) == 0
+  _check_eval_mode(wd, capsys, tmp_path)
+  _check_eval_fid(wd, tmp_path)
 
 
 def _run(wd, mode, *extra):
@@ -108,15 +116,7 @@ def _check_edit_mode(workdir, capsys, tmp_path):
 
 
 def _check_eval_mode(workdir, capsys, tmp_path):
-  """digits-FD and precision/recall per sampler, appended to eval.json; FID through the Inception
-  port (random weights: the number is meaningless, the plumbing is not) with a cached reference."""
-  import jax
-
-  from cmjax.data.digits import load_digits_split
-  from cmjax.modes.evaluate import fid_reference
-  from cmjax.evaluation.inception import flatten_params, init_inception_params, make_feature_fn
-  from cmjax.parallel import make_data_mesh
-
+  """digits-FD and precision/recall per sampler, appended to eval.json."""
   assert _run(workdir, "eval") == 0
   recs = json.load(open(workdir / "eval.json"))
   assert [r["sampler"] for r in recs] == ["1step", "2step"]
@@ -124,6 +124,21 @@ def _check_eval_mode(workdir, capsys, tmp_path):
     assert r["step"] == 4 and r["num_samples"] == 1024 and r["fd_digits"] > 50  # barely trained
     assert 0 <= r["digits_precision"] <= 1 and 0 <= r["digits_recall"] <= 1
     assert r["sampling_img_per_s"] > 0
+
+  capsys.readouterr()
+  assert _run(workdir, "eval", f"--config.eval.fid_weights={tmp_path / 'none.npz'}") == 2
+  _one_error_line(capsys, "eval.fid_weights: no file")
+
+
+def _check_eval_fid(workdir, tmp_path):
+  """FID through the Inception port (random weights: the number is meaningless, the plumbing is
+  not) with a cached reference, appended to eval.json."""
+  import jax
+
+  from cmjax.data.digits import load_digits_split
+  from cmjax.modes.evaluate import fid_reference
+  from cmjax.evaluation.inception import flatten_params, init_inception_params, make_feature_fn
+  from cmjax.parallel import make_data_mesh
 
   params = init_inception_params(jax.random.key(0))
   weights, ref_path = str(tmp_path / "inception.npz"), str(tmp_path / "ref.npz")
@@ -139,7 +154,3 @@ def _check_eval_mode(workdir, capsys, tmp_path):
   for r in recs[2:]:
     assert r["fid_num_samples"] == 16 and np.isfinite(r["fid"]) and r["fid"] >= 0
     assert 0 <= r["precision"] <= 1 and r["inception_img_per_s"] > 0
-
-  capsys.readouterr()
-  assert _run(workdir, "eval", f"--config.eval.fid_weights={tmp_path / 'none.npz'}") == 2
-  _one_error_line(capsys, "eval.fid_weights: no file")

@@ -82,8 +82,8 @@ def test_a_file_that_does_not_fit_is_one_line(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_teacher_from_a_file_with_its_own_preconditioning():
-  """cd.teacher_file: the teacher is the file's EDMPrecond denoiser; a CD step runs with it."""
-  from cmjax.run import Run, stream_key
+  """cd.teacher_file: the teacher is the file's EDMPrecond denoiser, stored in the train state."""
+  from cmjax.run import Run
   from cmjax.weights.files import load_network_file
 
   c = _config("cifar10_cd:smoke", f"--config.cd.teacher_file={PKL}", "--config.cd.init_from_teacher=False")
@@ -96,10 +96,11 @@ def test_teacher_from_a_file_with_its_own_preconditioning():
   from cmjax.weights.edm_pickle import make_model
   want = make_model_fn(make_model(net.model_kwargs), net.precond)(net.params, x, s)
   np.testing.assert_allclose(run.teacher.fn(run.teacher.params, x, s), want, rtol=1e-5, atol=1e-6)
-  state = run.init_state()
-  batch = run.device_batch({"image": np.zeros((8, 32, 32, 3), np.float32)})
-  state, metrics = run.train_step(state, batch, stream_key(0, "train"))
-  assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
+  # The state holds the file's teacher. A CD step with a teacher is the same step whatever the
+  # teacher's origin (test_paper_configs.py's cifar10_cd smoke runs one); not compiled again here.
+  state = jax.eval_shape(run.init_state)
+  assert jax.tree.map(lambda a: a.shape, state.teacher_params) == jax.tree.map(
+      lambda a: a.shape, run.teacher.params)
 
 
 @pytest.mark.slow

@@ -42,9 +42,10 @@ def test_remat_is_wired_in_every_unet(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["edm2",  # the numbers: SongUNet / ADM share one UNetBlock
-                                  pytest.param("song_unet", marks=pytest.mark.long),
-                                  pytest.param("adm", marks=pytest.mark.long)])
+# The numbers, in the long tier for every U-Net (30 s of compiling each): the suite checks every
+# U-Net's remat wiring above by tracing, and DiT's numbers (tests/test_latent.py).
+@pytest.mark.long
+@pytest.mark.parametrize("name", ["edm2", "song_unet", "adm"])
 def test_remat_keeps_parameters_outputs_and_gradients(name):
   plain, remat = NETS[name](), NETS[name](remat=True)
   x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))

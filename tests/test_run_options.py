@@ -77,7 +77,30 @@ def _launch(workdir, cache: str, steps: int, log_compiles: bool = False) -> str:
   return proc.stdout + proc.stderr
 
 
-@pytest.mark.slow
+class _Stop(BaseException):  # not an Exception: passes the CLI's last-net handler
+  pass
+
+
+def test_the_launch_applies_train_compile_cache_before_anything_compiles(tmp_path, monkeypatch):
+  """The CLI hands train.compile_cache to configure_compile_cache after parsing and before a mode
+  runs (it was parsed but never applied once). The launch is stopped there: nothing compiles.
+  The end-to-end check (a resumed launch hits the cache) is the long test below."""
+  from cmjax import cli
+  seen = []
+
+  def fake(setting):
+    seen.append(setting)
+    raise _Stop
+  monkeypatch.setattr(cli, "configure_compile_cache", fake)
+  for extra, want in (([], "auto"), (["--config.train.compile_cache="], ""),
+                      ([f"--config.train.compile_cache={tmp_path / 'xla'}"], str(tmp_path / "xla"))):
+    with pytest.raises(_Stop):
+      launch.main(SMOKE + ["--workdir", str(tmp_path / "run"), *extra])
+    assert seen[-1] == want
+  assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+@pytest.mark.long  # 40 s of two launches; the wiring is checked above in the fast tier
 def test_a_resumed_launch_loads_its_train_step_from_the_compile_cache(tmp_path):
   """train.compile_cache reaches JAX before anything compiles: the first launch writes the train
   step to the cache, the resumed launch (more steps) finds it and compiles nothing of it (until
