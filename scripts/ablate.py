@@ -298,7 +298,9 @@ def main(argv=None) -> int:
   ap.add_argument("--seeds", default="0,1,2")
   ap.add_argument("--jobs", type=int, default=2)
   ap.add_argument("--root", default="runs/ablation")
-  ap.add_argument("--only", default="", help="comma-separated axes (default: all)")
+  ap.add_argument("--only", action="append", default=[],
+                  help="axes to run (default: all): repeat the flag, or separate names by commas "
+                  "(a name that itself holds commas is matched whole)")
   ap.add_argument("--doc", default="", help="write the tables into this markdown file")
   ap.add_argument("--dry", action="store_true", help="print the commands, run nothing")
   ap.add_argument("--report", action="store_true", help="only collect and print the tables")
@@ -307,7 +309,7 @@ def main(argv=None) -> int:
   a = ap.parse_args(argv)
   sweep = load_sweep(a.sweep)
   seeds = [int(s) for s in a.seeds.split(",") if s.strip()]
-  only = [s for s in a.only.split(",") if s]
+  only = [n for v in a.only for n in ([v] if v in sweep["axes"] else v.split(",")) if n]
   unknown = [s for s in only if s not in sweep["axes"]]
   if unknown:
     raise SystemExit(f"ablate: error: unknown axes {unknown}; known: {list(sweep['axes'])}")

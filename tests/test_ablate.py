@@ -51,6 +51,16 @@ def test_only_selects_axes_and_drops_unused_prerequisites(tmp_path):
   assert pre == [] and len(jobs) == 2 and set(a for a, _ in cells) == {"ema"}
 
 
+def test_only_takes_axis_names_with_commas(tmp_path, capsys):
+  sweep = dict(SWEEP, axes={"lr (Muon, 900 steps)": {"default": {}, "2e-3": {"optim.lr": 0.002}},
+                            "ema": SWEEP["axes"]["ema"], "init": SWEEP["axes"]["init"]})
+  path = _write(tmp_path, sweep)
+  ablate.main([path, "--seeds", "0", "--root", str(tmp_path), "--dry", "--only", "lr (Muon, 900 steps)",
+               "--only", "ema"])
+  out = capsys.readouterr().out
+  assert "optim.lr=0.002" in out and "ema_rate=0.99" in out and "digits_edm" not in out
+
+
 def test_flag_values():
   assert ablate._flag_value(True) == "True"
   assert ablate._flag_value((1, 2)) == "(1,2)" and ablate._flag_value([3]) == "(3,)"
