@@ -139,3 +139,17 @@ def test_the_ledger_keeps_results_when_run_directories_are_gone(tmp_path):
   open(ledger, "a").write("not json\n")
   with pytest.raises(SystemExit, match="sweep.jsonl:5 is not a ledger record"):
     ablate.read_ledger(ledger)
+
+
+def test_shipped_sweeps_and_ledgers_load(tmp_path):
+  import glob
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  paths = sorted(glob.glob(os.path.join(root, "sweeps", "*.json")))
+  assert paths
+  for p in paths:
+    sweep = ablate.load_sweep(p)
+    ablate.plan(sweep, [0, 1, 2], str(tmp_path), [])
+  for p in glob.glob(os.path.join(root, "sweeps", "results", "*.jsonl")):
+    assert os.path.exists(os.path.join(root, "sweeps", os.path.basename(p)[:-1]))  # NAME.jsonl <- NAME.json
+    for rec in ablate.read_ledger(p).values():
+      assert {"run", "seed", "flags", "summary"} <= set(rec) and "fd_digits_1step" in rec["summary"]
