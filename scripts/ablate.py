@@ -206,9 +206,10 @@ def read_ledger(path: str) -> dict:
   return out
 
 
-def record(path: str, jobs: list[tuple[list[str], str]], seeds_of: dict) -> int:
+def record(path: str, jobs: list[tuple[list[str], str]], seeds_of: dict, root: str = "") -> int:
   """Adds every finished run of `jobs` that the ledger lacks (or holds with other numbers) to
-  the ledger at `path`, rewritten atomically; returns how many records were written."""
+  the ledger at `path`, rewritten atomically; returns how many records were written. The run
+  root in a flag (a prerequisite's workdir) is written as ROOT: no machine paths."""
   ledger = read_ledger(path)
   new = 0
   for cmd, wd in jobs:
@@ -220,6 +221,8 @@ def record(path: str, jobs: list[tuple[list[str], str]], seeds_of: dict) -> int:
     nums = {k: v for k, v in summ.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     name = os.path.basename(wd.rstrip("/"))
     flags = [x for i, x in enumerate(cmd) if x != "--workdir" and (i == 0 or cmd[i - 1] != "--workdir")]
+    if root:
+      flags = [x.replace(os.path.abspath(root), "ROOT") for x in flags]
     rec = {"run": name, "seed": seeds_of.get(wd), "flags": flags[3:], "summary": nums}
     if ledger.get(name, {}).get("summary") != nums:
       ledger[name] = rec
@@ -330,7 +333,7 @@ def main(argv=None) -> int:
     os.makedirs(a.root, exist_ok=True)
     run_all(pre_jobs, a.jobs)
     run_all(jobs, a.jobs)
-  n = record(ledger_path, planned, seeds_of)
+  n = record(ledger_path, planned, seeds_of, a.root)
   if n:
     print(f"ablate: {n} result(s) recorded in {ledger_path}", flush=True)
   text = tables(sweep, cells, read_ledger(ledger_path))
