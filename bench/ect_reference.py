@@ -37,9 +37,10 @@ def import_reference(ect_repo: str):
 
 
 class TorchSide:
-  """The authors' ECT train step (or 1-step sampling) in PyTorch eager for one row."""
+  """The authors' ECT train step (or 1-step sampling) in PyTorch eager for one row (a
+  `side_by_side.Row`: channels, mult, blocks, attn, batch, kind)."""
 
-  def __init__(self, ect_repo: str, row: Row, images_nhwc, threads: int = 0, device: str = "cpu",
+  def __init__(self, ect_repo: str, row, images_nhwc, threads: int = 0, device: str = "cpu",
                no_dropout: bool = False, dtype: str = "fp32"):
     import copy
     torch, ECMPrecond, ECMLoss, generator_fn = import_reference(ect_repo)

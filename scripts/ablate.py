@@ -219,7 +219,7 @@ def record(path: str, jobs: list[tuple[list[str], str]], seeds_of: dict, root: s
     with open(p) as f:
       summ = json.load(f)
     nums = {k: v for k, v in summ.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    name = os.path.basename(wd.rstrip("/"))
+    name = os.path.basename(wd)
     flags = [x for i, x in enumerate(cmd) if x != "--workdir" and (i == 0 or cmd[i - 1] != "--workdir")]
     if root:
       flags = [x.replace(os.path.abspath(root), "ROOT") for x in flags]
@@ -245,8 +245,8 @@ def summaries(workdirs: list[str], ledger: dict | None = None) -> list[dict]:
     if os.path.exists(p):
       with open(p) as f:
         out.append(json.load(f))
-    elif ledger and os.path.basename(wd.rstrip("/")) in ledger:
-      out.append(ledger[os.path.basename(wd.rstrip("/"))]["summary"])
+    elif ledger and os.path.basename(wd) in ledger:
+      out.append(ledger[os.path.basename(wd)]["summary"])
   return out
 
 
@@ -321,10 +321,9 @@ def main(argv=None) -> int:
   ledger_path = a.ledger or os.path.join(os.path.dirname(os.path.abspath(a.sweep)), "results", name + ".jsonl")
   ledger = read_ledger(ledger_path)
   planned = jobs
-  jobs = [(c, wd) for c, wd in jobs if os.path.basename(wd) not in ledger
-          or os.path.exists(os.path.join(wd, "summary.json"))]  # recorded: not run again
+  jobs = [(c, wd) for c, wd in jobs if os.path.basename(wd) not in ledger]  # recorded: not run again
   pre_jobs = [(c, wd) for c, wd in pre_jobs if any(f.endswith("=" + wd) for c2, _ in jobs for f in c2)]
-  seeds_of = {wd: int(wd.rsplit("-s", 1)[1]) for wds in cells.values() for wd in wds}
+  seeds_of = {wd: s for wds in cells.values() for s, wd in zip(seeds, wds)}  # cells are in seed order
   if a.dry:
     for cmd, _ in pre_jobs + jobs:
       print(" ".join(cmd[1:]))

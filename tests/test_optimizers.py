@@ -95,10 +95,8 @@ def test_bad_muon_settings_are_one_line():
 def test_weight_decay_never_moves_edm2s_fourier_buffers(name):
   # EDM2's MPFourier frequencies/phases are fixed buffers stored in 'params' (zero gradient);
   # decoupled weight decay would shrink them every step unless the optimiser masks them.
-  from cmjax.models import buffer_mask, model_config
-  cfg = model_config("edm2", model_channels=8, channel_mult=(1,),
-                     num_blocks=1, attn_resolutions=())
-  from cmjax.models import build_model
+  from cmjax.models import buffer_mask, build_model, model_config
+  cfg = model_config("edm2", model_channels=8, channel_mult=(1,), num_blocks=1, attn_resolutions=())
   model = build_model(cfg)
   params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), jnp.zeros((1,)))["params"]
   grads = jax.tree.map(lambda p: jnp.ones_like(p), params)
